@@ -1,0 +1,220 @@
+"""The ``harness`` command line. Heavy libraries are imported only by the commands that need them:
+``harness --help`` and ``harness validate`` never import torch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.errors import UserError
+
+KIND_CHOICES = ["dataset", "transform", "descriptor", "postprocessor", "index", "watermarker", "metric", "scorer"]
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Evaluate copy-detection, instance-retrieval and watermarking models from YAML task specs.
+
+    Add --debug to any command to see a traceback instead of the one-line error.
+    """
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=YAML",
+              help="Replace the spec node at PATH with the parsed YAML value (repeatable).")
+@click.option("--output", "output_dir", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Directory for the result document.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result document alone on stdout.")
+@click.option("--no-cache", is_flag=True, help="Recompute every stage (nothing is read from the cache).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache location (default: $HARNESS_CACHE_DIR or the user cache directory).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def run(spec: str, overrides: tuple[str, ...], output_dir: str, as_json: bool, no_cache: bool,
+        cache_dir: str | None, quiet: bool) -> None:
+    """Run a task spec: every stage cached, one result document written."""
+    from harness.progress import Reporter
+    from harness.runner import run_spec
+
+    reporter = Reporter(quiet=quiet)
+    doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
+                         output_dir=output_dir, reporter=reporter)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from harness.render import render_run
+
+    render_run(_console(), doc, path)
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="PATH=YAML", help="As for `run`.")
+def validate(spec: str, overrides: tuple[str, ...]) -> None:
+    """Check a spec (keys, types, plugin names and parameters) without running it."""
+    from harness.spec import load_spec
+
+    s = load_spec(spec, list(overrides))
+    click.echo(f"{spec}: ok (task {s.task}, spec hash {s.hash[:12]})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List loaded plugins, their parts, and plugins that failed to load (with the error)."""
+    from harness.plugins import KINDS, get_registry
+
+    reg = get_registry()
+    listing = []
+    for info in reg.plugins:
+        parts = {k: sorted(n for n, p in reg.parts[k].items() if p.plugin == info.name) for k in KINDS}
+        listing.append({"name": info.name, "package": info.package, "version": info.version,
+                        "parts": {k: v for k, v in parts.items() if v},
+                        "errors": [f"{f.stage}: {f.error}" for f in reg.failures if f.plugin == info.name]})
+    loaded = {i.name for i in reg.plugins}
+    for f in reg.failures:
+        if f.plugin not in loaded:
+            listing.append({"name": f.plugin, "package": f.package, "version": None, "parts": {},
+                            "errors": [f"{f.stage}: {f.error}"]})
+            loaded.add(f.plugin)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="harness plugins")
+    for col in ("plugin", "package", "parts", "status"):
+        table.add_column(col)
+    for p in listing:
+        parts = "\n".join(f"{k}: {', '.join(v)}" for k, v in p["parts"].items())
+        status = "[red]" + "\n".join(p["errors"]) + "[/red]" if p["errors"] else "[green]ok[/green]"
+        table.add_row(p["name"], f"{p['package']} {p['version'] or ''}".strip(), parts, status)
+    _console().print(table)
+
+
+@cli.command(name="list")
+@click.argument("kind", type=click.Choice(KIND_CHOICES))
+def list_parts(kind: str) -> None:
+    """List registered parts of one KIND with their one-line docs and parameters."""
+    from rich.table import Table
+
+    from harness.params import describe_params
+    from harness.plugins import get_registry
+
+    reg = get_registry()
+    table = Table(title=f"{kind}s")
+    for col in ("name", "plugin", "description", "parameters"):
+        table.add_column(col, overflow="fold")
+    for name in reg.names(kind):
+        part = reg.get(kind, name)
+        params = ", ".join(
+            f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}") for p in describe_params(part.factory)
+        )
+        table.add_row(name, f"{part.plugin} ({part.package})", part.doc, params)
+    _console().print(table)
+    if not reg.names(kind):
+        click.echo(f"no {kind} registered", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def env(as_json: bool) -> None:
+    """Versions, threads and CPU/GPU of this machine (imports torch to ask about GPUs)."""
+    from harness.results import environment
+
+    info = environment(probe_gpu=True)
+    info["harness"] = __version__
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                click.echo(f"{key}.{k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.argument("track")
+@click.argument("submission", type=click.Path(dir_okay=False))
+@click.option("--ground-truth", "ground_truth", required=True, type=click.Path(dir_okay=False),
+              help="Ground-truth file of the track (CSV, revisitop .pkl or its .json form).")
+@click.option("--scorer", type=click.Choice(["official", "isc2021"]), default=None,
+              help="DISC21 scorer mode (default: official).")
+@click.option("--max-results", type=click.IntRange(min=0), default=None,
+              help="Descriptor track: K of the global top-K search (default 10 x GT-listed queries).")
+@click.option("--knn", type=click.IntRange(min=1), default=None,
+              help="Descriptor track: per-query kNN instead of global top-K (non-official).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def score(track: str, submission: str, ground_truth: str, scorer: str | None, max_results: int | None,
+          knn: int | None, as_json: bool) -> None:
+    """Score a leaderboard SUBMISSION for TRACK from raw files, rejecting malformed or hostile input."""
+    from harness.params import check_params
+    from harness.plugins import get_registry
+
+    reg = get_registry()
+    part = reg.get("scorer", track)
+    options = {k: v for k, v in {"scorer": scorer, "max_results": max_results, "knn": knn}.items() if v is not None}
+    _, problems = check_params(part.factory, options)
+    if problems:
+        p = problems[0]
+        flag = "--" + (p.param or "").replace("_", "-")
+        raise UserError(f"track {track!r} does not support {flag}" if p.message == "unknown parameter" else f"{flag}: {p.message}")
+    result = reg.create("scorer", track, options).score(submission, ground_truth)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=_json_default))
+        return
+    from harness.render import render_scores
+
+    render_scores(_console(), track, result)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (``--debug``: traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        cli.main(args=args, prog_name="harness", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except UserError as exc:
+        if debug:
+            raise
+        for line in str(exc).splitlines() or ["error"]:
+            click.echo(f"error: {line}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug (ours or a plugin's): one line unless --debug
+        if debug:
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,110 @@
+"""Descriptor extraction over a list of items: batched, with parallel image decoding.
+
+Two paths, chosen by what the descriptor offers (see :mod:`harness.parts`):
+
+- batched descriptors (``preprocess`` + ``forward``): a torch DataLoader whose worker processes load
+  and preprocess images while the main process runs ``forward`` on the previous batch;
+- minimal descriptors (``describe`` only): images decoded by a thread pool (PIL releases the GIL while
+  decoding), ``describe`` called per batch.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from harness.errors import UserError
+from harness.parts import Item
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def is_batched(descriptor: Any) -> bool:
+    return callable(getattr(descriptor, "preprocess", None)) and callable(getattr(descriptor, "forward", None))
+
+
+def extract(
+    descriptor: Any,
+    items: Sequence[Item],
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Describe ``items`` in order; returns float32 (len(items), d)."""
+    workers = default_workers() if workers is None else workers
+    advance = progress or (lambda n: None)
+    if len(items) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if is_batched(descriptor):
+        chunks = _batched(descriptor, items, batch_size, workers, advance)
+    else:
+        chunks = _plain(descriptor, items, batch_size, workers, advance)
+    out = np.concatenate(chunks, axis=0)
+    if out.shape[0] != len(items):
+        raise UserError(f"descriptor returned {out.shape[0]} rows for {len(items)} images")
+    return out
+
+
+def _check(batch_out: Any, n: int) -> np.ndarray:
+    arr = np.asarray(batch_out)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise UserError(f"descriptor must return an array of shape ({n}, d), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise UserError("descriptor returned NaN or inf values")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _plain(descriptor: Any, items: Sequence[Item], batch_size: int, workers: int, advance) -> list[np.ndarray]:
+    chunks = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+        # decode the next batch while the current one is described
+        pending = pool.map(lambda it: it.load(), batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            images = list(pending)
+            if i + 1 < len(batches):
+                pending = pool.map(lambda it: it.load(), batches[i + 1])
+            chunks.append(_check(descriptor.describe(images), len(batch)))
+            advance(len(batch))
+    return chunks
+
+
+class _ItemDataset:
+    """torch map-style dataset: item -> preprocessed tensor (runs in loader workers)."""
+
+    def __init__(self, items: Sequence[Item], preprocess: Callable[[Any], Any]) -> None:
+        self.items = list(items)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.preprocess(self.items[i].load())
+
+
+def _batched(descriptor: Any, items: Sequence[Item], batch_size: int, workers: int, advance) -> list[np.ndarray]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        _ItemDataset(items, descriptor.preprocess),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+    chunks = []
+    with torch.inference_mode():
+        for batch in loader:
+            n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+            chunks.append(_check(descriptor.forward(batch), n))
+            advance(n)
+    return chunks

@@ -1,0 +1,126 @@
+"""The plugin API of harness, version 1: one hook per kind of part.
+
+A plugin is a module that implements any of the hooks below, marked with :data:`harness.hookimpl`,
+and is announced through the ``harness`` entry-point group of its distribution::
+
+    # pyproject.toml of a third-party package
+    [project.entry-points.harness]
+    my_plugin = "my_package.harness_plugin"
+
+Every hook receives a ``register`` callable and calls it once per part::
+
+    register(name: str, factory: Callable[..., Part]) -> None
+
+``name`` is what specs use (``descriptor: {name: my_descriptor, ...}``); it must be unique within its
+kind. ``factory`` is a class or function; the runner calls it with the spec's parameters as keyword
+arguments (everything in the spec mapping except ``name``). The factory's signature *is* the parameter
+schema: unknown or missing parameters, and values that do not match the type annotations, are spec
+errors reported before any data is touched. The first line of the factory's docstring is shown by
+``harness list KIND``. An optional ``version`` attribute on the factory (a string) enters the cache key
+and the result document, so bump it whenever outputs change.
+
+Plugin modules must import quickly: import torch, faiss, timm or augly inside methods, never at module
+level, so that ``harness --help`` and ``harness validate`` stay fast. The structural contracts of the
+parts (what the created objects must offer) are in :mod:`harness.parts`; :mod:`harness.testing` checks
+them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("harness")
+
+#: The type of the ``register`` callable each hook receives.
+Register = Callable[[str, Callable[..., Any]], None]
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset factories.
+
+    A dataset (:class:`harness.parts.Dataset`) reads a benchmark from its official on-disk layout (or
+    builds it, for generated datasets) and offers its splits by role: ``"queries"``, ``"database"`` and,
+    when the benchmark has one, ``"train"`` (for PCA, whitening, score normalization, index training).
+    It also returns the ground truth in a typed form that the track's metrics understand, and a data
+    fingerprint that enters every cache key.
+    """
+
+
+@hookspec
+def register_transforms(register: Register) -> None:
+    """Register transformation generators (query generation, attacks).
+
+    A transform (:class:`harness.parts.Transform`) is ``transform(image, rng) -> image`` on
+    ``PIL.Image.Image`` in RGB mode. All randomness must come from ``rng`` (a
+    ``numpy.random.Generator`` that the core derives from the spec seed, the item id and the transform
+    name), so that a query set is reproducible item by item and bit for bit.
+    """
+
+
+@hookspec
+def register_descriptors(register: Register) -> None:
+    """Register image descriptor factories.
+
+    A descriptor (:class:`harness.parts.Descriptor`) maps a list of images to a float32 array of shape
+    ``(n, d)`` with ``describe(images)``. Torch-based descriptors may also offer
+    :class:`harness.parts.BatchedDescriptor` (``preprocess`` per image in loader worker processes,
+    ``forward`` per batch), which the core uses for batched, parallel extraction.
+    """
+
+
+@hookspec
+def register_postprocessors(register: Register) -> None:
+    """Register descriptor post-processing steps (PCA, whitening, L2 normalization, score normalization).
+
+    A post-processor (:class:`harness.parts.Postprocessor`) is fitted on the training split only (never
+    on the queries or database being scored) and then applied to each role's descriptors;
+    ``apply(x, role)`` may treat queries and database differently (for example score normalization
+    appends a different extra dimension to each).
+    """
+
+
+@hookspec
+def register_indexes(register: Register) -> None:
+    """Register index factories.
+
+    An index (:class:`harness.parts.Index`) follows the faiss vocabulary: optional ``train`` on the
+    training descriptors, ``add`` the database, then ``search`` the queries, returning
+    :class:`harness.parts.Neighbors` (per-query kNN, a global top-K list of pairs, or range-search
+    pairs; higher score = more similar).
+    """
+
+
+@hookspec
+def register_watermarkers(register: Register) -> None:
+    """Register watermarking methods.
+
+    A watermarker (:class:`harness.parts.Watermarker`) has ``embed(image, key) -> image`` and
+    ``detect(image, key) -> float`` (a raw score; multi-bit methods may return ``(score, bits)``).
+    The key is an integer from which the method derives its secret (carrier, message).
+    """
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register metrics.
+
+    A metric (:class:`harness.parts.Metric`) is a pure function ``metric(ground_truth, retrieval)`` that
+    returns a ``dict`` of named numbers (``None`` where a value is undefined, e.g. a recall at a
+    precision that is never reached). It names the scoring protocol and version it implements in its
+    ``protocol`` and ``version`` attributes; both go into the result document.
+    """
+
+
+@hookspec
+def register_scorers(register: Register) -> None:
+    """Register submission scorers for ``harness score TRACK SUBMISSION --ground-truth GT``.
+
+    ``name`` is the TRACK argument. The factory receives the command's track options as keyword
+    arguments (only those the user gave: ``scorer``, ``max_results``, ``knn``); an option the
+    factory does not accept is reported as unsupported for that track. The created object
+    (:class:`harness.parts.Scorer`) reads the untrusted submission and ground truth with the safe
+    readers of :mod:`harness.submissions`, and returns a JSON-serialisable ``dict``.
+    """

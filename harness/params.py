@@ -1,0 +1,133 @@
+"""Validation of a part's spec parameters against its factory's signature and type hints.
+
+The factory signature is the schema: unknown names (with a did-you-mean), missing required ones and
+values that do not match the annotations are reported before anything runs. Values are checked with
+pydantic in strict-ish mode (no silent str -> int coercion); hints that cannot be resolved are not
+type-checked rather than guessed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+_MISSING = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    annotation: str
+    default: Any
+    required: bool
+
+
+@dataclass(frozen=True)
+class ParamProblem:
+    param: str | None  # None: a problem with the whole mapping
+    message: str
+    suggestion: str | None = None
+
+
+def _callable_for_signature(factory: Callable[..., Any]) -> Callable[..., Any]:
+    return factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+
+
+@lru_cache(maxsize=None)
+def _signature(factory: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
+    sig = inspect.signature(factory)
+    try:
+        hints = typing.get_type_hints(_callable_for_signature(factory))
+    except Exception:  # noqa: BLE001 - unresolvable hints (e.g. optional heavy types): skip type checks
+        hints = {}
+    return sig, hints
+
+
+def describe_params(factory: Callable[..., Any]) -> list[ParamInfo]:
+    """The keyword parameters a factory takes, for ``harness list`` and the docs."""
+    sig, hints = _signature(factory)
+    out = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
+            continue
+        ann = hints.get(p.name, p.annotation)
+        ann_text = "" if ann is _MISSING else (ann if isinstance(ann, str) else _type_name(ann))
+        out.append(ParamInfo(p.name, ann_text, None if p.default is _MISSING else p.default, p.default is _MISSING))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    return text or str(tp).replace("typing.", "")
+
+
+@lru_cache(maxsize=None)
+def _adapter(tp: Any):  # pydantic is imported only when a spec is validated
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(tp)
+
+
+def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[dict[str, Any], list[ParamProblem]]:
+    """Validate ``params`` for ``factory``; returns the (possibly normalised) params and the problems."""
+    from pydantic import ValidationError
+
+    sig, hints = _signature(factory)
+    accepted = {
+        n: p for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    problems: list[ParamProblem] = []
+    clean: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in accepted and not takes_any:
+            close = difflib.get_close_matches(key, list(accepted), n=1, cutoff=0.6)
+            problems.append(ParamProblem(key, "unknown parameter", close[0] if close else None))
+            continue
+        tp = hints.get(key)
+        if tp is None or tp is Any:
+            clean[key] = value
+            continue
+        try:
+            clean[key] = _adapter(tp).validate_python(value, strict=_strict_ok(tp))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ()))
+            detail = err.get("msg", str(exc))
+            problems.append(
+                ParamProblem(key, f"{detail}{' at ' + where if where else ''} (got {value!r})", _closest_literal(tp, value))
+            )
+        except Exception as exc:  # noqa: BLE001 - a type pydantic cannot handle: accept the value as is
+            clean[key] = value
+            del exc
+    for name, p in accepted.items():
+        if p.default is _MISSING and name not in params:
+            problems.append(ParamProblem(name, "missing required parameter"))
+    return clean, problems
+
+
+def _strict_ok(tp: Any) -> bool:
+    """Strict mode refuses '3' for int, but would also refuse a YAML list for a tuple or a str for a
+    Path; use lax mode for those container / path annotations."""
+    text = str(tp)
+    return not any(t in text for t in ("tuple", "Tuple", "Path", "float", "Sequence"))
+
+
+def _closest_literal(tp: Any, value: Any) -> str | None:
+    """For a mistyped choice ('gm' for Literal['gem', 'mean']) suggest the closest allowed value."""
+    if not isinstance(value, str):
+        return None
+    choices: list[str] = []
+    stack = [tp]
+    while stack:
+        t = stack.pop()
+        if typing.get_origin(t) is typing.Literal:
+            choices += [a for a in typing.get_args(t) if isinstance(a, str)]
+        else:
+            stack += list(typing.get_args(t))
+    close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+    return close[0] if close else None

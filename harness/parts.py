@@ -1,0 +1,217 @@
+"""Structural contracts of the parts plugins provide, and the data the core passes between stages.
+
+Everything here is light (numpy and PIL only, imported lazily where possible). A plugin's objects need
+not inherit from these classes: the contracts are ``typing.Protocol`` s, checked by
+:mod:`harness.testing`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+#: Roles a dataset can serve; ``train`` is optional.
+ROLES = ("queries", "database", "train")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a split: an id (as the benchmark spells it) and where its pixels are.
+
+    Items are small and picklable so that loader worker processes can open them. ``bbox`` crops the
+    image after loading (revisitop queries are cropped to their bounding box).
+    """
+
+    id: str
+    path: str
+    bbox: tuple[float, float, float, float] | None = None
+
+    def load(self) -> "Image.Image":
+        from PIL import Image
+
+        with Image.open(self.path) as im:
+            im.load()
+            image = im.convert("RGB")
+        if self.bbox is not None:
+            x1, y1, x2, y2 = self.bbox
+            image = image.crop((int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))))
+        return image
+
+
+@dataclass
+class Neighbors:
+    """What an index search returns, in database row indices (not ids). Higher score = more similar.
+
+    Two forms:
+
+    - ``knn``: ``indices`` and ``scores`` of shape ``(nq, k)``, each row sorted best first; ``-1`` in
+      ``indices`` pads rows with fewer than k results.
+    - ``pairs``: flat arrays ``q``, ``r``, ``score`` of equal length (global top-K or range search);
+      a query may appear any number of times, including zero.
+    """
+
+    indices: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    q: np.ndarray | None = None
+    r: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+    @classmethod
+    def knn(cls, indices: np.ndarray, scores: np.ndarray) -> "Neighbors":
+        indices = np.asarray(indices, dtype=np.int64)
+        scores = np.asarray(scores)
+        if indices.shape != scores.shape or indices.ndim != 2:
+            raise ValueError(f"knn indices {indices.shape} and scores {scores.shape} must be equal 2-D shapes")
+        return cls(indices=indices, scores=scores)
+
+    @classmethod
+    def pairs(cls, q: np.ndarray, r: np.ndarray, score: np.ndarray) -> "Neighbors":
+        q, r, score = (np.asarray(a).ravel() for a in (q, r, score))
+        if not (len(q) == len(r) == len(score)):
+            raise ValueError(f"pair arrays differ in length: {len(q)}, {len(r)}, {len(score)}")
+        return cls(q=q.astype(np.int64), r=r.astype(np.int64), score=score)
+
+    @property
+    def form(self) -> str:
+        return "knn" if self.indices is not None else "pairs"
+
+    def as_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(q, r, score) flat arrays; padding (-1) of kNN rows is dropped."""
+        if self.indices is None:
+            return self.q, self.r, self.score  # type: ignore[return-value]
+        nq, k = self.indices.shape
+        q = np.repeat(np.arange(nq, dtype=np.int64), k)
+        r = self.indices.ravel()
+        s = self.scores.ravel()  # type: ignore[union-attr]
+        keep = r >= 0
+        return q[keep], r[keep], s[keep]
+
+    def as_rankings(self, nq: int) -> np.ndarray:
+        """Rankings of shape (K, nq): column j lists database rows for query j, best first.
+
+        From the pairs form, each query's pairs are ordered by score descending with a *stable* sort
+        (ties keep the index's output order); short columns are padded with -1.
+        """
+        if self.indices is not None:
+            return np.ascontiguousarray(self.indices.T)
+        q, r, s = self.as_pairs()
+        order = np.lexsort((-s.astype(np.float64), q))  # by query, then score descending, stable
+        q, r = q[order], r[order]
+        counts = np.bincount(q, minlength=nq)
+        k = int(counts.max()) if len(counts) else 0
+        out = np.full((k, nq), -1, dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        pos = np.arange(len(q)) - np.repeat(starts, counts)
+        out[pos, q] = r
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The non-empty arrays, for storage."""
+        names = ("indices", "scores") if self.indices is not None else ("q", "r", "score")
+        return {n: getattr(self, n) for n in names}
+
+
+@dataclass
+class Retrieval:
+    """Neighbors plus the ids they refer to: the input of every retrieval metric."""
+
+    query_ids: np.ndarray  # (nq,) str
+    db_ids: np.ndarray  # (nb,) str
+    neighbors: Neighbors
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query_id, database_id, score) arrays, one row per retrieved pair."""
+        q, r, s = self.neighbors.as_pairs()
+        return self.query_ids[q], self.db_ids[r], s
+
+    def rankings(self) -> np.ndarray:
+        """(K, nq) database row indices, best first (see :meth:`Neighbors.as_rankings`)."""
+        return self.neighbors.as_rankings(len(self.query_ids))
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    def items(self, role: str) -> Sequence[Item]:
+        """Items of a role in ``ROLES``; raise ``KeyError`` for a role the dataset does not have."""
+
+    def ground_truth(self) -> Any:
+        """The ground truth, in the typed form the track's metrics take."""
+
+    def fingerprint(self) -> str:
+        """A string that changes whenever the data the dataset serves changes (ids, files, GT)."""
+
+
+# Optional for datasets: ``prepare(progress) -> None`` builds or checks files before use.
+
+
+@runtime_checkable
+class Transform(Protocol):
+    def __call__(self, image: "Image.Image", rng: np.random.Generator) -> "Image.Image": ...
+
+
+@runtime_checkable
+class Descriptor(Protocol):
+    def describe(self, images: list["Image.Image"]) -> np.ndarray:
+        """float32 array of shape (len(images), d)."""
+
+
+@runtime_checkable
+class BatchedDescriptor(Descriptor, Protocol):
+    """Optional richer form: the core runs ``preprocess`` in loader worker processes and ``forward`` on
+    batches, placing ``model`` on the best device. ``preprocess`` must be picklable."""
+
+    def preprocess(self, image: "Image.Image") -> Any: ...
+
+    def forward(self, batch: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Postprocessor(Protocol):
+    def fit(self, train: np.ndarray | None) -> None:
+        """Fit on training descriptors (``None`` when the dataset has no training split)."""
+
+    def apply(self, x: np.ndarray, role: str) -> np.ndarray:
+        """Transform the descriptors of one role (``"queries"``, ``"database"`` or ``"train"``)."""
+
+
+@runtime_checkable
+class Index(Protocol):
+    def train(self, x: np.ndarray) -> None: ...
+
+    def add(self, x: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray) -> Neighbors: ...
+
+
+@runtime_checkable
+class Watermarker(Protocol):
+    def embed(self, image: "Image.Image", key: int) -> "Image.Image": ...
+
+    def detect(self, image: "Image.Image", key: int) -> Any: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    protocol: str
+    version: str
+
+    def __call__(self, ground_truth: Any, retrieval: Retrieval) -> dict[str, float | None]: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def score(self, submission: str, ground_truth: str) -> dict[str, Any]: ...
+
+
+@dataclass
+class Described:
+    """Descriptors of one role, row-aligned with ``ids``."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,222 @@
+"""Plugin manager: discovers plugins through the ``harness`` entry-point group, collects their parts,
+and isolates failures so that a broken plugin never takes the CLI down.
+
+Every hook implementation is called on its own: an exception while importing a plugin module, or
+inside one of its ``register_*`` hooks, is recorded as a :class:`PluginFailure` (shown by
+``harness plugins``) and only a spec that needs a part from it fails, naming the package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from harness import hookspecs
+from harness.errors import PluginError
+
+ENTRY_POINT_GROUP = "harness"
+
+#: kind (as used in messages and ``harness list KIND``) -> hook name.
+KINDS: dict[str, str] = {
+    "dataset": "register_datasets",
+    "transform": "register_transforms",
+    "descriptor": "register_descriptors",
+    "postprocessor": "register_postprocessors",
+    "index": "register_indexes",
+    "watermarker": "register_watermarkers",
+    "metric": "register_metrics",
+    "scorer": "register_scorers",
+}
+
+
+@dataclass(frozen=True)
+class Part:
+    """A registered factory and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str  # plugin (entry point) name
+    package: str  # distribution that provides it
+    package_version: str
+
+    @property
+    def version(self) -> str:
+        """The part's own version (factory attribute ``version``), else the package version."""
+        return str(getattr(self.factory, "version", self.package_version))
+
+    @property
+    def doc(self) -> str:
+        lines = (inspect.getdoc(self.factory) or "").strip().splitlines()
+        return lines[0] if lines else ""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    package: str
+    stage: str  # "import" or the hook name
+    error: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    package: str
+    version: str
+    hooks: tuple[str, ...]
+
+
+@dataclass
+class Registry:
+    """Every part of every loaded plugin, by kind and name, plus the failures met while loading."""
+
+    parts: dict[str, dict[str, Part]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    plugins: list[PluginInfo] = field(default_factory=list)
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.parts[kind])
+
+    def get(self, kind: str, name: str) -> Part:
+        """The part, or a PluginError with a did-you-mean and any plugin failures that may explain it."""
+        try:
+            return self.parts[kind][name]
+        except KeyError:
+            raise PluginError(self.unknown_message(kind, name)) from None
+
+    def suggestion(self, kind: str, name: str) -> str | None:
+        close = difflib.get_close_matches(name, self.names(kind), n=1, cutoff=0.6)
+        return close[0] if close else None
+
+    def unknown_message(self, kind: str, name: str) -> str:
+        message = f"unknown {kind} {name!r}"
+        hint = self.suggestion(kind, name)
+        if hint:
+            message += f" (did you mean {hint!r}?)"
+        elif self.names(kind):
+            message += f"; known: {', '.join(self.names(kind))}"
+        broken = sorted({f"{f.plugin} (package {f.package}): {f.error}" for f in self.failures})
+        if broken:
+            message += "; plugins that failed to load and may provide it: " + "; ".join(broken)
+        return message
+
+    def create(self, kind: str, name: str, params: dict[str, Any]) -> Any:
+        """Call the factory with validated parameters; failures name the part and its package."""
+        part = self.get(kind, name)
+        try:
+            return part.factory(**params)
+        except PluginError:
+            raise
+        except Exception as exc:
+            from harness.errors import UserError
+
+            if isinstance(exc, UserError):
+                raise
+            raise PluginError(
+                f"{kind} {name!r} (package {part.package}) could not be created: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "unknown", "unknown"
+    return dist.metadata["Name"], dist.version
+
+
+def _entry_points() -> Iterable[metadata.EntryPoint]:
+    return metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True) -> Registry:
+    """Load plugins from entry points (and ``extra_plugins``: (name, module or object) pairs, for tests)
+    and collect their parts. Never raises because of a plugin."""
+    registry = Registry()
+    pm = pluggy.PluginManager("harness")
+    pm.add_hookspecs(hookspecs)
+    origins: dict[str, tuple[str, str]] = {}
+
+    candidates: list[tuple[str, str, str, Callable[[], object]]] = []
+    if entry_points:
+        seen: set[str] = set()
+        for ep in _entry_points():
+            if ep.name in seen:  # the same distribution visible twice on sys.path
+                continue
+            seen.add(ep.name)
+            package, version = _dist_of(ep)
+            candidates.append((ep.name, package, version, ep.load))
+    for name, obj in extra_plugins:
+        candidates.append((name, getattr(obj, "__name__", name), "0", lambda obj=obj: obj))
+
+    for name, package, version, load in candidates:
+        try:
+            module = load()
+            pm.register(module, name=name)
+        except Exception as exc:  # noqa: BLE001 - isolation is the point
+            registry.failures.append(
+                PluginFailure(name, package, "import", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
+            continue
+        origins[name] = (package, version)
+
+    for kind, hook_name in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            plugin_name = impl.plugin_name
+            package, version = origins.get(plugin_name, ("unknown", "unknown"))
+
+            def register(part_name: str, factory: Callable[..., Any], *, _kind=kind, _plugin=plugin_name) -> None:
+                if not isinstance(part_name, str) or not part_name:
+                    raise ValueError(f"part names must be non-empty strings, got {part_name!r}")
+                if not callable(factory):
+                    raise TypeError(f"factory for {part_name!r} is not callable")
+                existing = registry.parts[_kind].get(part_name)
+                if existing is not None and existing.plugin != _plugin:
+                    raise ValueError(
+                        f"{_kind} {part_name!r} is already registered by plugin {existing.plugin!r} "
+                        f"(package {existing.package})"
+                    )
+                pkg, ver = origins.get(_plugin, ("unknown", "unknown"))
+                registry.parts[_kind][part_name] = Part(_kind, part_name, factory, _plugin, pkg, ver)
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001
+                registry.failures.append(
+                    PluginFailure(
+                        plugin_name, package, hook_name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                    )
+                )
+
+    for plugin_name, (package, version) in sorted(origins.items()):
+        module = pm.get_plugin(plugin_name)
+        hooks = tuple(
+            sorted(h for h in KINDS.values() if getattr(module, h, None) is not None)
+        )
+        registry.plugins.append(PluginInfo(plugin_name, package, version, hooks))
+    return registry
+
+
+_CACHED: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _CACHED
+    if _CACHED is None:
+        _CACHED = load_registry()
+    return _CACHED
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests that install plugins at run time)."""
+    global _CACHED
+    _CACHED = None

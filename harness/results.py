@@ -1,0 +1,105 @@
+"""The result document: what a run computed, and everything needed to trace it to code and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import harness
+from harness.cache import atomic_write_bytes
+from harness.errors import UserError
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "harness_version", "task", "spec", "plugins", "environment", "data",
+                 "stages", "metrics")
+_VERSIONED = ("numpy", "torch", "faiss-cpu", "timm", "augly", "pillow", "pluggy", "scikit-image")
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(*, probe_gpu: bool = False) -> dict[str, Any]:
+    """Versions and hardware. Torch is asked about GPUs only if it is already loaded (or ``probe_gpu``),
+    so that documenting the environment never costs a torch import."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {n: package_version(n) for n in _VERSIONED},
+    }
+    if "torch" in sys.modules or probe_gpu:
+        import torch
+
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda_available"] = bool(torch.cuda.is_available())
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        env["cuda_available"] = None  # unknown: torch was not needed by this run
+    if "faiss" in sys.modules:
+        import faiss
+
+        env["faiss_threads"] = faiss.omp_get_max_threads()
+    return env
+
+
+def build_document(*, spec: Any, overrides: list[str], parts: dict[str, Any], data: dict[str, Any],
+                   stages: list[dict[str, Any]], metrics: dict[str, Any], started: float, duration: float) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "harness_version": harness.__version__,
+        "task": spec.task,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(duration, 3),
+        "spec": {"source": spec.source, "hash": spec.hash, "overrides": list(overrides), "resolved": spec.data},
+        "plugins": [
+            {"part": key, "plugin": p.plugin, "package": p.package, "package_version": p.package_version,
+             "version": p.version}
+            for key, p in sorted(parts.items())
+        ],
+        "environment": environment(),
+        "data": data,
+        "stages": stages,
+        "metrics": metrics,
+    }
+
+
+def result_filename(doc: dict[str, Any]) -> str:
+    stamp = doc["created"].replace("-", "").replace(":", "")
+    return f"{doc['task']}-{stamp}-{doc['spec']['hash'][:8]}.json"
+
+
+def write_document(doc: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
+    """Write atomically under ``output_dir``; never overwrite an earlier result."""
+    out = Path(output_dir)
+    path = out / result_filename(doc)
+    n = 1
+    while path.exists():
+        path = out / result_filename(doc).replace(".json", f"-{n}.json")
+        n += 1
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
+    return path
+
+
+def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a result document and check its shape."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable result document: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in doc]
+    if missing:
+        raise UserError(f"{path}: result document lacks {', '.join(missing)}")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {doc['schema_version']} (this harness reads {SCHEMA_VERSION})")
+    return doc

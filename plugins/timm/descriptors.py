@@ -1,0 +1,416 @@
+"""Neural global descriptors: any timm architecture, and TorchScript exports (SSCD-style).
+
+Both offer the batched contract of :class:`harness.parts.BatchedDescriptor`: ``preprocess`` (a small
+picklable object run in loader worker processes), ``collate`` (batches samples, tolerating mixed shapes)
+and ``forward`` (a batch -> float32 (n, d) array on the best device). ``describe`` is the same path in
+one process. torch and timm are imported when a descriptor is created or first used, never when this
+module is imported; the model itself is built on first use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import warnings
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+import numpy as np
+
+from harness.errors import UserError
+
+from .checkpoint import file_sha256, load_state_dict
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, collate
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+Pooling = Literal["gem", "mean", "cls", "model"]
+Resize = Literal["square", "short_side"]
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _TorchDescriptor:
+    """Shared machinery: device choice, batching, multi-scale averaging, L2 normalisation."""
+
+    version = "1"
+    #: Batches samples from :attr:`preprocess`; a module-level function, so it pickles by reference.
+    collate = staticmethod(collate)
+
+    def __init__(
+        self,
+        *,
+        preprocess: Preprocess,
+        batch_size: int,
+        device: str,
+        half: bool,
+        normalize: bool,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1 (got {batch_size})")
+        if not _DEVICE.match(device):
+            raise UserError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {device!r})")
+        if not preprocess.scales or any(s <= 0 for s in preprocess.scales):
+            raise UserError(f"scales must be a non-empty list of positive numbers (got {list(preprocess.scales)})")
+        if preprocess.size is not None and preprocess.size < 1:
+            raise UserError(f"size must be a positive number of pixels or null (got {preprocess.size})")
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.device_name = device
+        self.half = half
+        self.normalize = normalize
+        self._model: Any = None
+        self._device: Any = None
+        self._dim: int | None = None
+
+    # -- model and device ---------------------------------------------------------------------------
+    @property
+    def device(self) -> "torch.device":
+        if self._device is None:
+            self._device = _resolve_device(self.device_name)
+        return self._device
+
+    @property
+    def model(self) -> "torch.nn.Module":
+        """The network in eval mode on :attr:`device`, built on first access."""
+        if self._model is None:
+            import torch
+
+            device = self.device
+            model = self._build(device)
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self._model = model.to(device=device, dtype=self._dtype(torch))
+        return self._model
+
+    def _dtype(self, torch: Any) -> "torch.dtype":
+        if self.half and self.device.type == "cuda":
+            return torch.float16
+        return torch.float32
+
+    def _build(self, device: "torch.device") -> "torch.nn.Module":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _embed(self, x: "torch.Tensor") -> "torch.Tensor":  # pragma: no cover - abstract
+        """(B, 3, H, W) on the device -> (B, d) descriptors."""
+        raise NotImplementedError
+
+    # -- batched contract ---------------------------------------------------------------------------
+    def forward(self, batch: Any) -> np.ndarray:
+        """A collated batch (tensor, list per scale, or list of per-image tensors) -> float32 (n, d).
+
+        With several scales the descriptors of each scale are L2-normalised (when ``normalize``),
+        averaged, and normalised again (multi-scale averaging as in the GeM / revisitop literature).
+        """
+        import torch
+
+        parts = _split_scales(batch, torch)
+        if len(parts) != len(self.preprocess.scales):
+            raise ValueError(f"batch has {len(parts)} scales, the descriptor {len(self.preprocess.scales)}")
+        with torch.inference_mode():
+            per_scale = [self._run_part(p, torch) for p in parts]
+            if len(per_scale) > 1 and self.normalize:
+                per_scale = [torch.nn.functional.normalize(v, dim=1) for v in per_scale]
+            out = per_scale[0] if len(per_scale) == 1 else torch.stack(per_scale).mean(0)
+            if self.normalize:
+                out = torch.nn.functional.normalize(out, dim=1)
+        return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
+
+    def _run_part(self, part: Any, torch: Any) -> "torch.Tensor":
+        if isinstance(part, torch.Tensor):
+            return self._run(part, torch)
+        return torch.cat([self._run(t.unsqueeze(0), torch) for t in part])  # mixed shapes: one by one
+
+    def _run(self, x: "torch.Tensor", torch: Any) -> "torch.Tensor":
+        x = x.to(self.device, dtype=self._dtype(torch), non_blocking=True)
+        out = self._embed(x)
+        if out.ndim != 2 or out.shape[0] != x.shape[0]:
+            raise UserError(f"{self._what()}: model output has shape {tuple(out.shape)}, expected (batch, d)")
+        return out.float()
+
+    def describe(self, images: list["Image.Image"]) -> np.ndarray:
+        """float32 (len(images), d): preprocess, collate and forward in batches of ``batch_size``."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            samples = [self.preprocess(im) for im in images[start : start + self.batch_size]]
+            out.append(self.forward(collate(samples)))
+        return np.concatenate(out)
+
+    @property
+    def dim(self) -> int:
+        """Output dimension (one dummy forward at the smallest input the preprocessing produces)."""
+        if self._dim is None:
+            import torch
+
+            side = self.preprocess.size or 224
+            x = torch.zeros(1, 3, side, side)
+            self._dim = int(self.forward([x] * len(self.preprocess.scales)).shape[1])
+        return self._dim
+
+    def _what(self) -> str:
+        return type(self).__name__
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Never ship the network to worker processes: they only need ``preprocess``.
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_device"] = None
+        return state
+
+
+class TimmDescriptor(_TorchDescriptor):
+    """Any timm architecture with local weights, pooled into a global descriptor.
+
+    ``model`` is a timm name (``timm.list_models()``; a ``.tag`` suffix is allowed). Weights come from
+    ``checkpoint`` (``.safetensors``, or a torch file read with ``weights_only=True``; wrappers such as
+    ``{"state_dict": ...}`` and ``module.`` prefixes are undone, ``checkpoint_key`` picks a wrapper
+    entry). ``pretrained: true`` downloads timm's weights from the Hugging Face hub (needs network;
+    never used in tests); with neither, the weights are a random init seeded by ``seed``.
+
+    ``pooling``: ``gem`` (generalised mean with ``gem_p`` over the feature map or patch tokens),
+    ``mean``, ``cls`` (class token of ViT-like models) or ``model`` (the model's own pooled,
+    head-less output). ``size``/``resize``/``scales`` as in the literature: square or short-side
+    resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
+    ``device: auto`` uses CUDA when present, else the CPU with all cores; ``half`` is float16 on GPU only.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        checkpoint: str | None = None,
+        pretrained: bool = False,
+        pooling: Pooling = "model",
+        gem_p: float = 3.0,
+        size: int | None = 224,
+        resize: Resize = "square",
+        scales: Sequence[float] = (1.0,),
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        half: bool = False,
+        normalize: bool = False,
+        checkpoint_key: str | None = None,
+        strict: bool = True,
+        seed: int = 0,
+    ) -> None:
+        cfg = _timm_config(model)
+        if checkpoint is not None:
+            checkpoint = os.path.expanduser(str(checkpoint))
+            if not os.path.isfile(checkpoint):
+                raise UserError(f"{checkpoint}: checkpoint file not found")
+            if pretrained:
+                raise UserError("give either checkpoint or pretrained: true, not both")
+        if gem_p <= 0:
+            raise UserError(f"gem_p must be > 0 (got {gem_p})")
+        preprocess = Preprocess(
+            size=size,
+            resize=resize,
+            scales=tuple(float(s) for s in scales),
+            mean=tuple(mean) if mean is not None else tuple(cfg.get("mean") or IMAGENET_MEAN),
+            std=tuple(std) if std is not None else tuple(cfg.get("std") or IMAGENET_STD),
+            interpolation=cfg.get("interpolation") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
+        )
+        super().__init__(preprocess=preprocess, batch_size=batch_size, device=device, half=half, normalize=normalize)
+        self.model_name = model
+        self.checkpoint = checkpoint
+        self.checkpoint_key = checkpoint_key
+        self.pretrained = pretrained
+        self.pooling = pooling
+        self.gem_p = float(gem_p)
+        self.strict = strict
+        self.seed = seed
+        self._classifier = cfg.get("classifier")
+
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint file (changes when the file does); otherwise the weights' origin."""
+        if self.checkpoint is not None:
+            return file_sha256(self.checkpoint)
+        import timm
+        import torch
+
+        origin = "pretrained" if self.pretrained else f"random-init-seed{self.seed}"
+        return f"{origin}:timm={timm.__version__}:torch={torch.__version__.split('+')[0]}"
+
+    def _what(self) -> str:
+        return f"timm model {self.model_name!r}"
+
+    def _build(self, device: "torch.device") -> "torch.nn.Module":
+        import torch
+
+        if device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        with torch.random.fork_rng(devices=[]):  # a reproducible random init without touching global RNG
+            torch.manual_seed(self.seed)
+            net = _create_timm(self.model_name, self.pretrained)
+        if self.checkpoint is not None:
+            self._load_weights(net)
+        if self.pooling == "cls" and getattr(net, "cls_token", None) is None:
+            raise UserError(
+                f"pooling 'cls' needs a model with a class token; {self.model_name!r} has none "
+                "(use 'gem', 'mean' or 'model')"
+            )
+        return net
+
+    def _load_weights(self, net: "torch.nn.Module") -> None:
+        state = load_state_dict(self.checkpoint, self.checkpoint_key)  # type: ignore[arg-type]
+        # The model is built head-less (num_classes=0): a classifier in the checkpoint is expected.
+        heads = (self._classifier,) if isinstance(self._classifier, str) else tuple(self._classifier or ())
+        state = {k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)}
+        try:
+            result = net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            sizes = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
+            detail = sizes[0] if sizes else str(exc).splitlines()[0]
+            more = f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""
+            raise UserError(f"{self.checkpoint}: does not fit {self._what()}: {detail}{more}") from None
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        if (missing or unexpected) and self.strict:
+            raise UserError(
+                f"{self.checkpoint}: does not fit {self._what()}: "
+                + "; ".join(
+                    f"{len(keys)} {what} keys (e.g. {', '.join(keys[:3])})"
+                    for what, keys in (("missing", missing), ("unexpected", unexpected))
+                    if keys
+                )
+                + " (strict: false loads it anyway)"
+            )
+        if missing or unexpected:
+            warnings.warn(
+                f"{self.checkpoint}: {len(missing)} missing and {len(unexpected)} unexpected keys ignored",
+                stacklevel=2,
+            )
+
+    def _embed(self, x: "torch.Tensor") -> "torch.Tensor":
+        net = self.model
+        if self.pooling == "model":
+            return net(x)
+        feats = net.forward_features(x)
+        if feats.ndim == 4:  # feature map; NCHW unless the model says otherwise (swin: NHWC)
+            if getattr(net, "output_fmt", "NCHW") == "NHWC":
+                feats = feats.permute(0, 3, 1, 2)
+            if self.pooling == "cls":  # pragma: no cover - models with cls_token return tokens
+                raise UserError(f"pooling 'cls' needs tokens; {self._what()} returns a feature map")
+            if self.pooling == "mean":
+                return feats.mean(dim=(2, 3))
+            return _gem(feats.flatten(2), self.gem_p, dim=2)
+        if feats.ndim == 3:  # tokens (B, N, C): prefix tokens (class, registers) first
+            if self.pooling == "cls":
+                return feats[:, 0]
+            prefix = int(getattr(net, "num_prefix_tokens", 1 if getattr(net, "cls_token", None) is not None else 0))
+            patches = feats[:, prefix:]
+            if self.pooling == "mean":
+                return patches.mean(dim=1)
+            return _gem(patches, self.gem_p, dim=1)
+        raise UserError(f"{self._what()}: forward_features returned shape {tuple(feats.shape)}; use pooling 'model'")
+
+
+class TorchScriptDescriptor(_TorchDescriptor):
+    """A TorchScript export (SSCD-style): image batch -> (n, d) descriptors, L2-normalised by default.
+
+    Loaded with ``torch.jit.load`` on the chosen device. Preprocessing: ``size`` with ``square`` or
+    ``short_side`` resize (SSCD evaluates at 288 on the short side, or 320 x 320), ImageNet ``mean`` and
+    ``std`` unless given.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        size: int | None = 288,
+        resize: Resize = "square",
+        scales: Sequence[float] = (1.0,),
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        batch_size: int = 32,
+        device: str = "auto",
+        half: bool = False,
+        normalize: bool = True,
+    ) -> None:
+        path = os.path.expanduser(str(path))
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: TorchScript file not found")
+        preprocess = Preprocess(
+            size=size, resize=resize, scales=tuple(float(s) for s in scales), mean=tuple(mean), std=tuple(std)
+        )
+        super().__init__(preprocess=preprocess, batch_size=batch_size, device=device, half=half, normalize=normalize)
+        self.path = path
+
+    def fingerprint(self) -> str:
+        """sha256 of the TorchScript file."""
+        return file_sha256(self.path)
+
+    def _what(self) -> str:
+        return f"TorchScript model {self.path}"
+
+    def _build(self, device: "torch.device") -> "torch.nn.Module":
+        import torch
+
+        if device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        try:
+            return torch.jit.load(self.path, map_location=device)
+        except Exception as exc:  # noqa: BLE001 - a bad user file
+            line = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+            raise UserError(f"{self.path}: not a loadable TorchScript file ({line.strip()})") from None
+
+    def _embed(self, x: "torch.Tensor") -> "torch.Tensor":
+        return self.model(x)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _gem(x: "torch.Tensor", p: float, dim: int, eps: float = 1e-6) -> "torch.Tensor":
+    """Generalised mean pooling (Radenovic et al.): (mean of clamp(x)^p)^(1/p) along ``dim``."""
+    return x.clamp(min=eps).pow(p).mean(dim=dim).pow(1.0 / p)
+
+
+def _split_scales(batch: Any, torch: Any) -> list[Any]:
+    """One entry per scale: a (B, 3, H, W) tensor, or a list of (3, H, W) tensors of mixed shapes."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    items = list(batch)
+    if items and all(isinstance(t, torch.Tensor) and t.ndim == 3 for t in items):
+        return [items]  # one scale, images of mixed shapes
+    return items
+
+
+def _resolve_device(name: str) -> "torch.device":
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name!r} requested but MPS is not available (use device: auto or cpu)")
+    return device
+
+
+def _timm_config(name: str) -> dict[str, Any]:
+    """Check ``name`` against timm's registry (did-you-mean on failure); return its pretrained config."""
+    import timm
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        base = str(name).split(".")[0]
+        close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise UserError(f"unknown timm model {name!r}{hint}; see timm.list_models()")
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def _create_timm(name: str, pretrained: bool) -> "torch.nn.Module":
+    import timm
+
+    # ViT-like models take any input size only with dynamic_img_size (multi-scale, short-side resize);
+    # architectures without that option reject the keyword, and are size-agnostic anyway.
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, dynamic_img_size=True)
+    except TypeError as exc:
+        if "dynamic_img_size" not in str(exc):
+            raise
+    return timm.create_model(name, pretrained=pretrained, num_classes=0)
