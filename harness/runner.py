@@ -266,10 +266,11 @@ class Run:
     def _describe(self, work: Path, role: str, descriptor: Any, items: list[Item], key: str) -> dict[str, Any]:
         """Extract in shards, each its own cache entry, so an interrupted extraction resumes."""
         ex = self.spec.extraction
-        shards, shard_keys = [], []
+        shards, shard_keys, reused = [], [], 0
+        shard_size = ex.get("shard_size", SHARD_SIZE)
         with self.reporter.task(f"describe {role}", len(items)) as advance:
-            for start in range(0, len(items), SHARD_SIZE):
-                chunk = items[start : start + SHARD_SIZE]
+            for start in range(0, len(items), shard_size):
+                chunk = items[start : start + shard_size]
                 shard_key = make_key(stage="describe-shard", parent=key, start=start, ids=[it.id for it in chunk])
                 shard_keys.append(shard_key)
                 entry = self.cache.lookup(shard_key)
@@ -280,6 +281,7 @@ class Run:
                         np.save(w / "vectors.npy", vec)
                     entry = self.cache.lookup(shard_key)
                 else:
+                    reused += 1
                     advance(len(chunk))
                 shards.append(np.load(entry / "vectors.npy", mmap_mode="r"))
         dims = {s.shape[1] for s in shards}
@@ -293,7 +295,7 @@ class Run:
             pos += len(s)
         out.flush()
         del out
-        return {"items": len(items), "shards": len(shards), "_superseded": shard_keys}
+        return {"items": len(items), "shards": len(shards), "shards_reused": reused, "_superseded": shard_keys}
 
 
 def _plain_number(v: Any) -> Any:

@@ -45,10 +45,10 @@ FIELDS: dict[str, FieldRule] = {
     "postprocess": FieldRule("parts", False, "postprocessor"),
     "index": FieldRule("part", True, "index"),
     "metrics": FieldRule("parts", True, "metric"),
-    "extraction": FieldRule("mapping", doc="batch_size (int), workers (int): extraction settings"),
+    "extraction": FieldRule("mapping", doc="batch_size, workers, shard_size (ints): extraction settings"),
 }
 
-EXTRACTION_FIELDS = {"batch_size": int, "workers": int}
+EXTRACTION_FIELDS = {"batch_size": int, "workers": int, "shard_size": int}
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,12 @@ class _Locations:
         self.overrides: dict[PathT, str] = {}
 
     def of(self, path: PathT) -> str:
-        for n in range(len(path), -1, -1):  # the deepest override or line that covers the node
-            prefix = path[:n]
-            if prefix in self.overrides:
-                return self.overrides[prefix]
-            if prefix in self.lines:
-                return f"{self.source}:{self.lines[prefix]}"
+        for n in range(len(path), -1, -1):  # a node under an override came from the override
+            if path[:n] in self.overrides:
+                return self.overrides[path[:n]]
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                return f"{self.source}:{self.lines[path[:n]]}"
         return self.source
 
 
@@ -344,8 +344,8 @@ def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, int]:
         if k not in EXTRACTION_FIELDS:
             close = difflib.get_close_matches(str(k), list(EXTRACTION_FIELDS), n=1, cutoff=0.6)
             issue(path + (k,), "unknown key", close[0] if close else None)
-        elif isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "batch_size" else 0):
-            issue(path + (k,), f"expected an integer >= {1 if k == 'batch_size' else 0}, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "workers" else 1):
+            issue(path + (k,), f"expected an integer >= {0 if k == 'workers' else 1}, got {v!r}")
         else:
             out[k] = v
     return out

@@ -27,8 +27,13 @@ def _square(images: list["Image.Image"], size: int, mode: str) -> np.ndarray:
     """Images resized (short side) and centre-cropped to size x size, stacked: (n, size, size[, c])."""
     from PIL import Image, ImageOps
 
-    out = [np.asarray(ImageOps.fit(im.convert(mode), (size, size), Image.BILINEAR)) for im in images]
+    # resize first: converting the small image (to HSV in particular) is the cheap order
+    out = [np.asarray(ImageOps.fit(_rgb(im), (size, size), Image.BILINEAR).convert(mode)) for im in images]
     return np.stack(out)
+
+
+def _rgb(image: "Image.Image") -> "Image.Image":
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _grid_mean(x: np.ndarray, grid: int) -> np.ndarray:
@@ -198,14 +203,16 @@ class ColorHistogram:
     def describe(self, images: list["Image.Image"]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        pix = _square(images, self.size, "HSV" if self.space == "hsv" else "RGB").astype(np.int64)  # (n,s,s,3)
-        b = np.asarray(self.bins)
-        q = (pix * b) >> 8  # per-channel bin in [0, bins)
-        joint = (q[..., 0] * b[1] + q[..., 1]) * b[2] + q[..., 2]
+        pix = _square(images, self.size, "HSV" if self.space == "hsv" else "RGB")  # (n, s, s, 3) uint8
+        b0, b1, b2 = self.bins
+        # per-channel lookup tables: byte value -> its bin, pre-multiplied by the joint-index stride
+        levels = np.arange(256, dtype=np.int32)
+        luts = [((levels * nb) >> 8) * stride for nb, stride in ((b0, b1 * b2), (b1, b2), (b2, 1))]
+        joint = luts[0][pix[..., 0]] + luts[1][pix[..., 1]] + luts[2][pix[..., 2]]
         cell_1d = np.arange(self.size) * self.grid // self.size
         cell = cell_1d[:, None] * self.grid + cell_1d[None, :]  # (s, s)
-        nbins, n = int(np.prod(b)), len(images)
-        flat = (np.arange(n)[:, None, None] * self.grid**2 + cell) * nbins + joint
+        nbins, n = b0 * b1 * b2, len(images)
+        flat = (np.arange(n, dtype=np.int64)[:, None, None] * self.grid**2 + cell) * nbins + joint
         hist = np.bincount(flat.ravel(), minlength=n * self.grid**2 * nbins).reshape(n, -1).astype(np.float32)
         order = 1 if self.norm == "l1" else 2
         return hist / np.linalg.norm(hist, ord=order, axis=1, keepdims=True)
@@ -229,7 +236,7 @@ class RandomDescriptor:
     def describe(self, images: list["Image.Image"]) -> np.ndarray:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for i, im in enumerate(images):
-            rgb = im.convert("RGB")
+            rgb = _rgb(im)
             digest = hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).digest()
             rng = np.random.default_rng([self.seed, int.from_bytes(digest[:16], "little")])
             v = rng.standard_normal(self.dim)

@@ -275,21 +275,10 @@ def read_id_list(path: Path, pattern: str) -> list[str]:
     return ids
 
 
-def _read_pairs(path: Path) -> tuple[list[str], list[str]]:
-    try:
-        from harness.submissions import read_pairs_csv
-    except ImportError:  # TEMPORARY until harness.submissions lands
-        return _read_pairs_fallback(path)
+def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from harness.submissions import read_pairs_csv  # the shared safe reader (limits, duplicates, header)
+
     return read_pairs_csv(path)
-
-
-def _read_pairs_fallback(path: Path) -> tuple[list[str], list[str]]:
-    import csv
-
-    rows = list(csv.reader(path.read_text().splitlines()))
-    if rows and rows[0][:1] == ["query_id"]:
-        rows = rows[1:]
-    return [r[0] for r in rows if r], [(r[1] if len(r) > 1 else "") for r in rows if r]
 
 
 def _example(pattern: str) -> str:

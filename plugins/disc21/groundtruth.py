@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,3 +20,18 @@ class Disc21GroundTruth:
     @property
     def n_pairs(self) -> int:
         return int(len(self.pair_query_ids))
+
+    @classmethod
+    def from_arrays(cls, query_ids: np.ndarray, reference_ids: np.ndarray) -> "Disc21GroundTruth":
+        """From one row per listed query, ``''`` as reference for a query without a match."""
+        query_ids = np.asarray(query_ids, dtype=str)
+        reference_ids = np.asarray(reference_ids, dtype=str)
+        matched = np.strings.str_len(reference_ids) > 0
+        return cls(query_ids, query_ids[matched], reference_ids[matched])
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike[str]) -> "Disc21GroundTruth":
+        """Read ``query_id,reference_id`` (header optional) with the safe reader; rejects a query listed twice."""
+        from harness.submissions import read_pairs_csv
+
+        return cls.from_arrays(*read_pairs_csv(path))

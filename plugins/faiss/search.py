@@ -45,7 +45,7 @@ def global_top_k(
     database index; a query may get 0 or many pairs. ``k >= nq * nb`` returns every pair.
 
     How: each database block is searched with ``faiss.knn`` for a few neighbours per query
-    (about ``2 k / nq``); a running global top-K gives the current K-th best score ``tau``. A query
+    (about ``8 k / nq``, see :func:`_first_depth`); a running global top-K gives the current K-th best score ``tau``. A query
     whose last returned neighbour still scores ``>= tau`` may have more qualifying pairs in the
     block, so only those queries are searched again with 4x more neighbours, until none is
     "saturated". The result is exact. ``progress(rows)`` is called after each block with the
@@ -58,7 +58,7 @@ def global_top_k(
         return _empty_pairs()
     block_size = _check_count(block_size, "block_size", minimum=1)
     state = _TopK(k, nb)
-    k0 = max(8, -(-2 * k // nq))  # ceil(2k / nq): a first guess of the neighbours a query needs
+    k0 = _first_depth(k, nq)
     for b0 in range(0, nb, block_size):
         block = database[b0 : b0 + block_size]
         state.add_source(_flat_knn_fn(queries, block, metric, offset=b0), nq, k0, kmax=len(block))
@@ -79,7 +79,7 @@ def global_top_k_from_knn(search: KnnFn, nq: int, nb: int, k: int, *, k0: int | 
     if k == 0 or nq == 0 or nb == 0:
         return _empty_pairs()
     state = _TopK(k, nb)
-    state.add_source(search, nq, k0 or max(8, -(-2 * k // nq)), kmax=nb)
+    state.add_source(search, nq, k0 or _first_depth(k, nq), kmax=nb)
     return state.result()
 
 
@@ -176,6 +176,14 @@ def _check_count(value: int, name: str, minimum: int = 0) -> int:
 
 def _empty_pairs() -> Neighbors:
     return Neighbors.pairs(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+
+
+def _first_depth(k: int, nq: int) -> int:
+    """Neighbours asked per query and block at first: 8x the average share ceil(k / nq), at most 128
+    unless the average share itself is larger. Measured on random and L2-normalized data: fewer
+    makes many queries "saturated" (searched twice); more costs faiss heap work for nothing."""
+    share = -(-k // nq)
+    return max(16, min(8 * share, max(128, 2 * share)))
 
 
 def _flat_knn_fn(queries: np.ndarray, block: np.ndarray, metric: str, offset: int) -> KnnFn:

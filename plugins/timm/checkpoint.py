@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -51,14 +52,17 @@ def _read(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        text = _first_line(exc)
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch colours part of its message
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if found:
             raise UserError(
-                f"{path}: refused: the file holds pickled Python objects besides tensors, so it cannot be "
-                f"loaded safely (torch.load weights_only=True: {text}); save a plain state dict "
-                "(torch.save(model.state_dict(), path)) or a .safetensors file"
+                f"{path}: refused: the file holds pickled Python objects besides tensors (found "
+                f"{found.group(1)}), which torch.load(weights_only=True) will not run; save a plain state "
+                "dict (torch.save(model.state_dict(), path)) or a .safetensors file"
             ) from None
-        raise UserError(f"{path}: not a readable torch checkpoint ({text})") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+        reason = detail.group(1).strip() if detail else _first_line(exc)
+        raise UserError(f"{path}: not a readable torch checkpoint ({reason})") from None
 
 
 def _unwrap(obj: Any, path: str, key: str | None) -> Mapping[str, Any]:

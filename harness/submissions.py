@@ -1,0 +1,501 @@
+"""Safe readers for untrusted files: submissions (CSV, HDF5, NPY) and ground truth (CSV, pickle, JSON).
+
+Every reader checks the file size first, never runs code from the file (no pickle, ``allow_pickle=False``,
+no HDF5 links to other files), validates types, shapes, NaN/inf and duplicates, and raises
+:class:`harness.errors.SubmissionError` with one line naming the file, the line or field, and the reason.
+Line numbers are 1-based lines of the file as an editor shows them (the header, if any, is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.errors import SubmissionError
+
+MB = 1024 * 1024
+#: 500,000 matching rows take about 15 MB; leave room for long floats and ids.
+MAX_CSV_BYTES = 128 * MB
+#: 1M references + 100k queries at d = 256 in float64 is about 2.2 GB.
+MAX_H5_BYTES = 4 * 1024 * MB
+#: R1M rankings of 70 queries in int64 are about 560 MB.
+MAX_NPY_BYTES = 2 * 1024 * MB
+MAX_GND_BYTES = 64 * MB
+#: Rows per descriptor dataset: guards against compressed "bombs" whose on-disk size says nothing.
+MAX_VECTORS = 2_100_000
+
+
+# ----------------------------------------------------------------------------------------------- size
+
+
+def check_file(path: str | os.PathLike[str], max_bytes: int) -> int:
+    """Return the size of a regular file, or raise if it is missing, not a file, or over ``max_bytes``."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise SubmissionError(path, "file not found") from None
+    except OSError as exc:
+        raise SubmissionError(path, f"cannot read: {exc.strerror}") from None
+    if not p.is_file():
+        raise SubmissionError(path, "not a regular file")
+    if st.st_size > max_bytes:
+        raise SubmissionError(path, f"file is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit")
+    return st.st_size
+
+
+# ------------------------------------------------------------------------------------------------ CSV
+
+
+def _decode(path: str | os.PathLike[str], data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SubmissionError(path, "not valid UTF-8 text", where=f"line {line}") from None
+
+
+def _line_of(text: str, row_index: int) -> int:
+    """1-based file line where csv row ``row_index`` (counting blank rows) starts; error path only."""
+    reader = csv.reader(io.StringIO(text))
+    line = 1
+    for i, _ in enumerate(reader):
+        if i == row_index:
+            return line
+        line = reader.line_num + 1
+    return line
+
+
+def _read_rows(path: str | os.PathLike[str], max_bytes: int) -> tuple[str, list[list[str]]]:
+    check_file(path, max_bytes)
+    text = _decode(path, Path(path).read_bytes())
+    reader = csv.reader(io.StringIO(text), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise SubmissionError(path, f"malformed CSV: {exc}", where=f"line {reader.line_num}") from None
+    return text, rows
+
+
+def _is_blank(row: list[str]) -> bool:
+    return all(not f.strip() for f in row)
+
+
+def _table(
+    path: str | os.PathLike[str],
+    text: str,
+    rows: list[list[str]],
+    header: Sequence[str],
+    max_rows: int | None,
+    what: str,
+) -> tuple[list[tuple[str, ...]], np.ndarray, bool]:
+    """Drop blank rows and the header, check the column count and row limit.
+
+    Returns the columns (tuples of raw fields), the csv-row index of each data row (to name lines in
+    errors), and whether a header was present.
+    """
+    ncols = len(header)
+    lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    odd = np.flatnonzero(lens != ncols)
+    blank = [int(i) for i in odd if _is_blank(rows[i])]
+    keep = np.ones(len(rows), dtype=bool)
+    keep[blank] = False
+    index = np.flatnonzero(keep)
+    has_header = False
+    if len(index):
+        first = [f.strip().lower() for f in rows[index[0]]]
+        if first == list(header):
+            has_header = True
+            index = index[1:]
+    bad = np.setdiff1d(odd, blank, assume_unique=True)
+    if len(bad):
+        i = int(bad[0])
+        raise SubmissionError(
+            path,
+            f"{len(rows[i])} columns, expected {ncols} ({','.join(header)})",
+            where=f"line {_line_of(text, i)}",
+        )
+    if max_rows is not None and len(index) > max_rows:
+        raise SubmissionError(path, f"{len(index):,} {what}, over the limit of {max_rows:,}")
+    data = [rows[i] for i in index]
+    columns = list(zip(*data)) if data else [() for _ in range(ncols)]
+    return columns, index, has_header
+
+
+def _ids(columns: tuple[str, ...]) -> np.ndarray:
+    return np.strings.strip(np.asarray(columns, dtype=str)) if columns else np.zeros(0, dtype="<U1")
+
+
+def _first_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
+    """Positions (i < j) of the first repeated value in ``keys`` (by second occurrence), or None."""
+    if len(keys) < 2:
+        return None
+    order = np.argsort(keys, kind="stable")
+    same = keys[order[1:]] == keys[order[:-1]]
+    if not same.any():
+        return None
+    hits = np.flatnonzero(same)
+    second = order[hits + 1]
+    k = int(np.argmin(second))
+    return int(order[hits[k]]), int(second[k])
+
+
+def read_matching_csv(
+    path: str | os.PathLike[str], *, max_rows: int = 500_000, max_bytes: int = MAX_CSV_BYTES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a matching-track submission ``query_id,reference_id,score`` (header optional).
+
+    Returns ``(query_ids, reference_ids, scores)``: str arrays stripped of whitespace and float64.
+    """
+    text, rows = _read_rows(path, max_bytes)
+    header = ("query_id", "reference_id", "score")
+    columns, index, has_header = _table(path, text, rows, header, max_rows, "prediction rows")
+    q, r = _ids(columns[0]), _ids(columns[1])
+    raw = _ids(columns[2])
+    try:
+        scores = raw.astype(np.float64) if len(raw) else np.zeros(0)
+    except ValueError:
+        i = next(i for i, v in enumerate(raw.tolist()) if not _is_float(v))
+        line = _line_of(text, int(index[i]))
+        if i == 0 and not has_header:
+            raise SubmissionError(
+                path,
+                f"first row is neither the header {','.join(header)!r} nor a prediction "
+                f"(score {raw[i]!r} is not a number)",
+                where=f"line {line}",
+            ) from None
+        raise SubmissionError(path, f"score {raw[i]!r} is not a number", where=f"line {line}") from None
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        i = int(bad[0])
+        raise SubmissionError(path, f"score {raw[i]!r} is not finite", where=f"line {_line_of(text, int(index[i]))}")
+    for name, ids in (("query_id", q), ("reference_id", r)):
+        empty = np.flatnonzero(np.strings.str_len(ids) == 0)
+        if len(empty):
+            raise SubmissionError(path, f"empty {name}", where=f"line {_line_of(text, int(index[empty[0]]))}")
+    dup = _first_duplicate(_pair_keys(q, r))
+    if dup is not None:
+        a, b = (_line_of(text, int(index[i])) for i in dup)
+        raise SubmissionError(
+            path, f"duplicate prediction ({q[dup[0]]}, {r[dup[0]]}), also on line {a}", where=f"line {b}"
+        )
+    return q, r, scores
+
+
+def _is_float(v: str) -> bool:
+    try:
+        np.array([v]).astype(np.float64)
+        return True
+    except ValueError:
+        return False
+
+
+def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One int64 per (a, b) pair, equal iff both strings are equal (factorizes each column)."""
+    _, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    return ia.astype(np.int64) * max(len(ub), 1) + ib
+
+
+def read_pairs_csv(
+    path: str | os.PathLike[str],
+    *,
+    header: tuple[str, str] = ("query_id", "reference_id"),
+    max_rows: int | None = 5_000_000,
+    max_bytes: int = MAX_CSV_BYTES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a ground-truth file ``query_id,reference_id`` (header optional), one row per listed query.
+
+    An empty reference means "listed, no match". Returns ``(query_ids, reference_ids)`` with ``''``
+    for no match. A query listed twice (with the same or another reference) is rejected: the protocol
+    allows at most one reference per query.
+    """
+    text, rows = _read_rows(path, max_bytes)
+    columns, index, has_header = _table(path, text, rows, header, max_rows, "rows")
+    q, r = _ids(columns[0]), _ids(columns[1])
+    if len(q) and not has_header and str(q[0]).lower().startswith("query"):
+        raise SubmissionError(path, f"wrong header, expected {','.join(header)!r}", where="line 1")
+    empty = np.flatnonzero(np.strings.str_len(q) == 0)
+    if len(empty):
+        raise SubmissionError(path, f"empty {header[0]}", where=f"line {_line_of(text, int(index[empty[0]]))}")
+    dup = _first_duplicate(q)
+    if dup is not None:
+        a, b = (_line_of(text, int(index[i])) for i in dup)
+        i, j = dup
+        reason = (
+            f"query {q[i]} is listed twice, also on line {a}"
+            if r[i] == r[j]
+            else f"more than one reference for query {q[i]} ({r[i] or 'none'} on line {a}, {r[j] or 'none'} here)"
+        )
+        raise SubmissionError(path, reason, where=f"line {b}")
+    return q, r
+
+
+# ----------------------------------------------------------------------------------------------- HDF5
+
+
+def _ascii_ids(path: Any, name: str, raw: np.ndarray) -> np.ndarray:
+    """bytes/str id array -> stripped str array; printable ASCII only."""
+    if raw.dtype.kind == "O":
+        try:
+            raw = np.array([x.encode("ascii") if isinstance(x, str) else bytes(x) for x in raw.tolist()], dtype="S")
+        except (UnicodeEncodeError, TypeError) as exc:
+            raise SubmissionError(path, f"ids must be ASCII strings ({exc})", where=name) from None
+    elif raw.dtype.kind == "U":
+        raw = np.strings.encode(raw, "ascii") if raw.size else raw.astype("S1")
+    if raw.dtype.kind != "S":
+        raise SubmissionError(path, f"ids must be strings, got dtype {raw.dtype}", where=name)
+    if raw.size == 0:
+        return np.zeros(0, dtype="<U1")
+    codes = raw.view(np.uint8).reshape(len(raw), -1)
+    bad_char = ((codes > 0) & (codes < 32)) | (codes > 126)
+    if bad_char.any():
+        i = int(np.flatnonzero(bad_char.any(axis=1))[0])
+        raise SubmissionError(path, f"id {raw[i]!r} is not printable ASCII", where=f"{name}[{i}]")
+    ids = np.strings.strip(raw.astype("U"))
+    empty = np.flatnonzero(np.strings.str_len(ids) == 0)
+    if len(empty):
+        raise SubmissionError(path, "empty id", where=f"{name}[{int(empty[0])}]")
+    dup = _first_duplicate(ids)
+    if dup is not None:
+        raise SubmissionError(path, f"duplicate id {ids[dup[0]]!r}, also at index {dup[0]}", where=f"{name}[{dup[1]}]")
+    return ids
+
+
+def _dataset(path: Any, f: Any, name: str) -> Any:
+    import h5py
+
+    if name not in f:
+        raise SubmissionError(path, f"missing dataset {name!r} (expected query, reference, query_ids, reference_ids)")
+    link = f.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        raise SubmissionError(path, "links to other objects or files are not accepted", where=name)
+    ds = f[name]
+    if not isinstance(ds, h5py.Dataset):
+        raise SubmissionError(path, "is a group, expected a dataset", where=name)
+    if ds.is_virtual or ds.external:
+        raise SubmissionError(path, "virtual or external datasets are not accepted", where=name)
+    return ds
+
+
+def _finite_rows(x: np.ndarray, block: int = 65536) -> int | None:
+    """First row holding NaN/inf, checked in blocks so memory stays bounded."""
+    for start in range(0, len(x), block):
+        ok = np.isfinite(x[start : start + block]).all(axis=1)
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
+
+
+def read_descriptor_h5(
+    path: str | os.PathLike[str],
+    *,
+    max_dim: int = 256,
+    max_bytes: int = MAX_H5_BYTES,
+    max_vectors: int = MAX_VECTORS,
+) -> dict[str, np.ndarray]:
+    """Read a descriptor-track submission: datasets ``query``, ``reference`` (n x d float32/float64,
+    returned as float32) and ``query_ids``, ``reference_ids`` (ASCII; bytes or str)."""
+    import h5py
+
+    check_file(path, max_bytes)
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise SubmissionError(path, "not an HDF5 file") from None
+    out: dict[str, np.ndarray] = {}
+    with f:
+        dims = {}
+        for name in ("query", "reference"):
+            ds = _dataset(path, f, name)
+            if ds.dtype.kind != "f" or ds.dtype.itemsize not in (4, 8):
+                raise SubmissionError(path, f"dtype {ds.dtype}, expected float32 or float64", where=name)
+            if len(ds.shape) != 2:
+                raise SubmissionError(path, f"shape {ds.shape}, expected 2-D (n, d)", where=name)
+            n, d = ds.shape
+            if d > max_dim:
+                raise SubmissionError(path, f"dimension {d} is over the limit of {max_dim}", where=name)
+            if d == 0:
+                raise SubmissionError(path, "dimension 0", where=name)
+            if n > max_vectors:
+                raise SubmissionError(path, f"{n:,} vectors, over the limit of {max_vectors:,}", where=name)
+            dims[name] = d
+        if dims["query"] != dims["reference"]:
+            raise SubmissionError(
+                path, f"query dimension {dims['query']} differs from reference dimension {dims['reference']}"
+            )
+        for name in ("query", "reference"):
+            with np.errstate(over="ignore"):
+                x = np.asarray(f[name][()], dtype=np.float32)
+            row = _finite_rows(x)
+            if row is not None:
+                raise SubmissionError(path, "NaN or inf (or out of float32 range)", where=f"{name}[{row}]")
+            out[name] = x
+        for name, vec in (("query_ids", "query"), ("reference_ids", "reference")):
+            ds = _dataset(path, f, name)
+            if len(ds.shape) != 1:
+                raise SubmissionError(path, f"shape {ds.shape}, expected 1-D", where=name)
+            if ds.shape[0] != len(out[vec]):
+                raise SubmissionError(path, f"{ds.shape[0]} ids for {len(out[vec])} {vec} vectors", where=name)
+            if ds.dtype.kind not in "SOU":
+                raise SubmissionError(path, f"ids must be strings, got dtype {ds.dtype}", where=name)
+            out[name] = _ascii_ids(path, name, ds[()])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ NPY
+
+
+def read_rankings_npy(
+    path: str | os.PathLike[str], *, n_queries: int, max_bytes: int = MAX_NPY_BYTES
+) -> np.ndarray:
+    """Read rankings of shape ``(K, n_queries)``: column q lists database ids best first.
+
+    Integer dtype only, no pickles, no negative ids, no id twice in a column. Returns int64.
+    """
+    check_file(path, max_bytes)
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+        if head[:2] == b"PK":
+            raise SubmissionError(path, "is an .npz archive, expected a single .npy array")
+        fh.seek(0)
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, _, dtype = read_header[version](fh)
+        except ValueError as exc:
+            raise SubmissionError(path, f"not a valid .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise SubmissionError(path, "object arrays are not accepted (they would need unpickling)")
+    if dtype.kind not in "iu":
+        raise SubmissionError(path, f"dtype {dtype}, expected an integer dtype")
+    if len(shape) != 2:
+        raise SubmissionError(path, f"shape {shape}, expected 2-D (K, {n_queries})")
+    if shape[1] != n_queries:
+        hint = " (looks transposed: expected (K, n_queries))" if shape[0] == n_queries else ""
+        raise SubmissionError(path, f"shape {shape} does not match {n_queries} queries{hint}")
+    try:
+        ranks = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SubmissionError(path, f"cannot read array ({exc})") from None
+    if ranks.dtype.kind == "u" and ranks.size and ranks.max() > np.iinfo(np.int64).max:
+        raise SubmissionError(path, "ids over the int64 range")
+    ranks = ranks.astype(np.int64, copy=False)
+    if ranks.size and ranks.min() < 0:
+        k, q = np.argwhere(ranks < 0)[0]
+        raise SubmissionError(path, f"negative id {ranks[k, q]}", where=f"column {q}, row {k}")
+    col = first_duplicate_column(ranks)
+    if col is not None:
+        q, k, v = col
+        raise SubmissionError(path, f"id {v} appears more than once in the ranking", where=f"column {q}, row {k}")
+    return ranks
+
+
+def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
+    """(column, row, id) of the first id repeated within a column of (K, nq) ``ranks``, or None."""
+    if ranks.shape[0] < 2:
+        return None
+    srt = np.sort(ranks, axis=0)  # columns sorted independently
+    same = srt[1:] == srt[:-1]
+    cols = np.flatnonzero(same.any(axis=0))
+    if not len(cols):
+        return None
+    q = int(cols[0])
+    col = ranks[:, q]
+    v = int(srt[1:, q][same[:, q]][0])
+    k = int(np.flatnonzero(col == v)[1])
+    return q, k, v
+
+
+# ------------------------------------------------------------------------------------------ revisitop
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def read_revisitop_gnd(path: str | os.PathLike[str], *, max_bytes: int = MAX_GND_BYTES) -> dict[str, Any]:
+    """Read a revisitop ground truth (``gnd_*.pkl`` through a plain-data unpickler, or its ``.json`` form).
+
+    Returns ``{"imlist": [str], "qimlist": [str], "gnd": [{"easy", "hard", "junk": [int], "bbx": [4 floats]}]}``.
+    """
+    check_file(path, max_bytes)
+    if str(path).lower().endswith(".json"):
+        try:
+            data = json.loads(_decode(path, Path(path).read_bytes()), parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise SubmissionError(path, f"invalid JSON: {exc}") from None
+    else:
+        from harness.safe_pickle import load_plain
+
+        data = load_plain(path, max_bytes=max_bytes)
+    return validate_revisitop_gnd(data, path)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate_revisitop_gnd(data: Any, path: Any = "<gnd>") -> dict[str, Any]:
+    """Check the revisitop ground-truth structure; return a normalized plain copy."""
+    if not isinstance(data, dict):
+        raise SubmissionError(path, f"expected a dict with imlist, qimlist, gnd; got {type(data).__name__}")
+    for key in ("imlist", "qimlist", "gnd"):
+        if key not in data:
+            raise SubmissionError(path, f"missing key {key!r}")
+        if not isinstance(data[key], (list, tuple)):
+            raise SubmissionError(path, f"expected a list, got {type(data[key]).__name__}", where=key)
+    for key in ("imlist", "qimlist"):
+        for i, name in enumerate(data[key]):
+            if not isinstance(name, str):
+                raise SubmissionError(path, f"expected an image name, got {type(name).__name__}", where=f"{key}[{i}]")
+    n_db = len(data["imlist"])
+    if len(data["gnd"]) != len(data["qimlist"]):
+        raise SubmissionError(path, f"{len(data['gnd'])} gnd entries for {len(data['qimlist'])} queries", where="gnd")
+    gnd = []
+    for i, g in enumerate(data["gnd"]):
+        where = f"gnd[{i}]"
+        if not isinstance(g, dict):
+            raise SubmissionError(path, f"expected a dict, got {type(g).__name__}", where=where)
+        entry: dict[str, Any] = {}
+        for key in ("easy", "hard", "junk"):
+            ids = g.get(key)
+            if not isinstance(ids, (list, tuple)):
+                raise SubmissionError(path, "missing or not a list", where=f"{where}.{key}")
+            for j, v in enumerate(ids):
+                if not _is_int(v) or not 0 <= v < n_db:
+                    raise SubmissionError(path, f"{v!r} is not an index into imlist (0..{n_db - 1})", where=f"{where}.{key}[{j}]")
+            if len(set(ids)) != len(ids):
+                raise SubmissionError(path, "an index is listed twice", where=f"{where}.{key}")
+            entry[key] = [int(v) for v in ids]
+        bbx = g.get("bbx")
+        if (
+            not isinstance(bbx, (list, tuple))
+            or len(bbx) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbx)
+        ):
+            raise SubmissionError(path, "expected 4 finite numbers [x1, y1, x2, y2]", where=f"{where}.bbx")
+        entry["bbx"] = [float(v) for v in bbx]
+        gnd.append(entry)
+    return {"imlist": list(data["imlist"]), "qimlist": list(data["qimlist"]), "gnd": gnd}
+
+
+def write_revisitop_gnd_json(gnd: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a (validated) revisitop ground truth as JSON, the pickle-free form of the same content."""
+    data = validate_revisitop_gnd(gnd)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, allow_nan=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
