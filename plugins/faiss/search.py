@@ -140,7 +140,7 @@ def range_search(
         block = database[b0 : b0 + block_size]
         res = faiss.RangeSearchResult(nq)
         fn(faiss.swig_ptr(queries), faiss.swig_ptr(block), d, nq, len(block), float(threshold), res)
-        lims = faiss.rev_swig_ptr(res.lims, nq + 1).copy()
+        lims = faiss.rev_swig_ptr(res.lims, nq + 1).astype(np.int64)
         n = int(lims[-1])
         dist = faiss.rev_swig_ptr(res.distances, n).copy() if n else np.empty(0, np.float32)
         labels = faiss.rev_swig_ptr(res.labels, n).copy() if n else np.empty(0, np.int64)
