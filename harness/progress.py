@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -33,9 +32,18 @@ class Reporter:
         if self.quiet:
             yield lambda n=1: None
             return
+        if not self.console.is_terminal:  # logs and CI: one line per finished task, no animation
+            import time
+
+            done = [0]
+            start = time.perf_counter()
+            yield lambda n=1: done.__setitem__(0, done[0] + n)
+            count = f"{done[0]} items, " if done[0] else ""
+            self.console.print(f"{description}: {count}{time.perf_counter() - start:.1f} s")
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=self.console, transient=not sys.stderr.isatty()) as progress:
+        with Progress(*columns, console=self.console, transient=False) as progress:
             task_id = progress.add_task(description, total=total)
             yield lambda n=1: progress.advance(task_id, n)

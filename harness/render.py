@@ -17,6 +17,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 
 def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     stages = Table(title=f"{doc['task']}: stages")
@@ -24,7 +25,7 @@ def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
         stages.add_column(col)
     for s in doc["stages"]:
         color = {"cached": "green", "computed": "yellow"}.get(s["status"], "dim")
-        stages.add_row(s["stage"], f"[{color}]{s['status']}[/{color}]", f"{s['seconds']:.2f}")
+        stages.add_row(escape(s["stage"]), f"[{color}]{s['status']}[/{color}]", f"{s['seconds']:.2f}")
     console.print(stages)
     metrics = Table(title=f"{doc['task']}: metrics")
     for col in ("metric", "protocol", "value name", "value"):
@@ -33,14 +34,16 @@ def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
         for i, (name, value) in enumerate(m["values"].items()):
             if isinstance(value, list):
                 continue
-            metrics.add_row(label if i == 0 else "", f"{m['protocol']} v{m['version']}" if i == 0 else "", name, _fmt(value))
+            metrics.add_row(escape(label) if i == 0 else "", escape(f"{m['protocol']} v{m['version']}") if i == 0 else "",
+                            escape(name), _fmt(value))
     console.print(metrics)
     if path is not None:
-        console.print(f"result: {path}")
+        console.print(f"result: {escape(str(path))}")
 
 
 def render_scores(console: Any, track: str, result: dict[str, Any]) -> None:
     """Nested dicts become one table per group; fractions in [0, 1] are shown as percentages."""
+    from rich.markup import escape
     from rich.table import Table
 
     flat = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
@@ -51,7 +54,7 @@ def render_scores(console: Any, track: str, result: dict[str, Any]) -> None:
         table.add_column("value")
         for k, v in flat.items():
             pct = isinstance(v, float) and 0.0 <= v <= 1.0 and not k.startswith(("threshold", "n_"))
-            table.add_row(k + (" (%)" if pct else ""), _fmt(v, pct))
+            table.add_row(escape(k + (" (%)" if pct else "")), escape(_fmt(v, pct)))
         console.print(table)
     if groups:
         names = [n for n in next(iter(groups.values())) if not isinstance(next(iter(groups.values()))[n], list)]

@@ -52,6 +52,7 @@ class Run:
         self.reporter = reporter or Reporter(quiet=True)
         self.stages: dict[str, StageRecord] = {}
         self._memo: dict[str, Any] = {}
+        self._nested: list[float] = []
         self.parts_used: dict[str, Part] = {}
         self.data_info: dict[str, Any] = {}
 
@@ -79,19 +80,25 @@ class Run:
             return self._memo[name]
         record = self.stages.setdefault(name, StageRecord(name, key))
         start = time.perf_counter()
-        entry = self.cache.lookup(key)
-        if entry is None:
-            with self.cache.write(key, {"stage": name}) as work:
-                detail = compute(work) or {}
+        self._nested.append(0.0)  # time spent in upstream stages computed on demand from inside this one
+        try:
             entry = self.cache.lookup(key)
-            for obsolete in detail.pop("_superseded", []):  # e.g. extraction shards, now in the entry
-                self.cache.remove(obsolete)
-            record.status = "computed"
-            record.detail.update(detail)
-        else:
-            record.status = "cached"
-        value = load(entry)
-        record.seconds += time.perf_counter() - start
+            if entry is None:
+                with self.cache.write(key, {"stage": name}) as work:
+                    detail = compute(work) or {}
+                entry = self.cache.lookup(key)
+                for obsolete in detail.pop("_superseded", []):  # e.g. extraction shards, now in the entry
+                    self.cache.remove(obsolete)
+                record.status = "computed"
+                record.detail.update(detail)
+            else:
+                record.status = "cached"
+            value = load(entry)
+        finally:
+            elapsed = time.perf_counter() - start
+            record.seconds += elapsed - self._nested.pop()
+            if self._nested:
+                self._nested[-1] += elapsed
         self._memo[name] = value
         return value
 
@@ -99,7 +106,15 @@ class Run:
     def execute(self) -> dict[str, Any]:
         spec = self.spec
         t0 = time.perf_counter()
+        # every part is created before any data is touched, so that a factory's own checks (a bad faiss
+        # factory string, an unknown timm model) fail fast
         dataset = self.create(spec.dataset)
+        descriptor = self.create(spec.descriptor)
+        post = [self.create(p) for p in spec.postprocess]
+        index = self.create(spec.index)
+        metrics = [(self._label(i), p, self.create(p)) for i, p in enumerate(spec.metrics)]
+        transform = self.create(spec.transform) if spec.transform else None
+
         prepare = getattr(dataset, "prepare", None)
         if callable(prepare):
             with self.reporter.task(f"dataset {spec.dataset.name}", None) as advance:
@@ -113,13 +128,6 @@ class Run:
             raise UserError(f"dataset {spec.dataset.name!r} has no {'queries' if not items['queries'] else 'database'} items")
         self.data_info = {"dataset": spec.dataset.name, "fingerprint": fingerprint,
                           "counts": {r: (len(v) if v is not None else None) for r, v in items.items()}}
-
-        # parts are created up front so that parameter errors surface before any work
-        descriptor = self.create(spec.descriptor)
-        post = [self.create(p) for p in spec.postprocess]
-        index = self.create(spec.index)
-        metrics = [(self._label(i), p, self.create(p)) for i, p in enumerate(spec.metrics)]
-        transform = self.create(spec.transform) if spec.transform else None
 
         # keys, from the top down
         queries_key = make_key(stage="queries", data=data_ident, seed=spec.seed,
@@ -219,6 +227,12 @@ class Run:
                 continue
             self.stages[name] = StageRecord(name, key, "cached" if self.cache.lookup(key) else "not needed")
         return results
+
+    def ordered_stages(self) -> list[StageRecord]:
+        """Stage records in pipeline order (evaluation order is backwards and on demand)."""
+        order = ["dataset", "queries", "describe:queries", "describe:database", "describe:train", "postprocess", "search"]
+        rank = {n: i for i, n in enumerate(order)}
+        return sorted(self.stages.values(), key=lambda r: rank.get(r.stage, len(order)))
 
     # -- helpers -------------------------------------------------------------------------------------
     def _label(self, i: int) -> str:
@@ -332,7 +346,7 @@ def run_spec(spec_path: str, overrides: list[str] = (), *, cache_dir: str | None
     finally:
         cache.close()
     doc = build_document(spec=spec, overrides=list(overrides), parts=run.parts_used, data=run.data_info,
-                         stages=[r.as_dict() for r in run.stages.values()], metrics=metrics,
+                         stages=[r.as_dict() for r in run.ordered_stages()], metrics=metrics,
                          started=started, duration=time.perf_counter() - t0)
     path = write_document(doc, output_dir) if output_dir is not None else None
     return doc, path

@@ -168,14 +168,14 @@ def read_matching_csv(
             raise SubmissionError(
                 path,
                 f"first row is neither the header {','.join(header)!r} nor a prediction "
-                f"(score {raw[i]!r} is not a number)",
+                f"(score {str(raw[i])!r} is not a number)",
                 where=f"line {line}",
             ) from None
-        raise SubmissionError(path, f"score {raw[i]!r} is not a number", where=f"line {line}") from None
+        raise SubmissionError(path, f"score {str(raw[i])!r} is not a number", where=f"line {line}") from None
     bad = np.flatnonzero(~np.isfinite(scores))
     if len(bad):
         i = int(bad[0])
-        raise SubmissionError(path, f"score {raw[i]!r} is not finite", where=f"line {_line_of(text, int(index[i]))}")
+        raise SubmissionError(path, f"score {str(raw[i])!r} is not finite", where=f"line {_line_of(text, int(index[i]))}")
     for name, ids in (("query_id", q), ("reference_id", r)):
         empty = np.flatnonzero(np.strings.str_len(ids) == 0)
         if len(empty):
@@ -258,14 +258,14 @@ def _ascii_ids(path: Any, name: str, raw: np.ndarray) -> np.ndarray:
     bad_char = ((codes > 0) & (codes < 32)) | (codes > 126)
     if bad_char.any():
         i = int(np.flatnonzero(bad_char.any(axis=1))[0])
-        raise SubmissionError(path, f"id {raw[i]!r} is not printable ASCII", where=f"{name}[{i}]")
+        raise SubmissionError(path, f"id {bytes(raw[i]).decode('ascii', 'backslashreplace')!r} is not printable ASCII", where=f"{name}[{i}]")
     ids = np.strings.strip(raw.astype("U"))
     empty = np.flatnonzero(np.strings.str_len(ids) == 0)
     if len(empty):
         raise SubmissionError(path, "empty id", where=f"{name}[{int(empty[0])}]")
     dup = _first_duplicate(ids)
     if dup is not None:
-        raise SubmissionError(path, f"duplicate id {ids[dup[0]]!r}, also at index {dup[0]}", where=f"{name}[{dup[1]}]")
+        raise SubmissionError(path, f"duplicate id {str(ids[dup[0]])!r}, also at index {dup[0]}", where=f"{name}[{dup[1]}]")
     return ids
 
 
@@ -401,19 +401,34 @@ def read_rankings_npy(
 
 
 def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
-    """(column, row, id) of the first id repeated within a column of (K, nq) ``ranks``, or None."""
-    if ranks.shape[0] < 2:
+    """(column, row, id) of the first id repeated within a column of (K, nq) ``ranks``, or None.
+
+    Ids are usually bounded by the database size, so each column is checked with a scatter into a
+    mark array (linear time); a column with huge ids falls back to a sort.
+    """
+    k = ranks.shape[0]
+    if k < 2:
         return None
-    srt = np.sort(ranks, axis=0)  # columns sorted independently
-    same = srt[1:] == srt[:-1]
-    cols = np.flatnonzero(same.any(axis=0))
-    if not len(cols):
-        return None
-    q = int(cols[0])
-    col = ranks[:, q]
-    v = int(srt[1:, q][same[:, q]][0])
-    k = int(np.flatnonzero(col == v)[1])
-    return q, k, v
+    top = int(ranks.max()) + 1 if ranks.size else 0
+    mark = np.zeros(top, dtype=np.uint8) if top <= max(4 * k, 1 << 22) else None
+    for q in range(ranks.shape[1]):  # one column at a time: memory stays O(K)
+        col = ranks[:, q]
+        if mark is not None:
+            mark[:] = 0
+            mark[col] = 1
+            if int(np.count_nonzero(mark)) == k:
+                continue
+        else:
+            srt = np.sort(col)
+            if not (srt[1:] == srt[:-1]).any():
+                continue
+        _, first, counts = np.unique(col, return_index=True, return_counts=True)
+        repeated = np.flatnonzero(counts > 1)
+        # the row of the earliest second occurrence
+        rows = [int(np.flatnonzero(col == col[first[i]])[1]) for i in repeated]
+        row = min(rows)
+        return q, row, int(col[row])
+    return None
 
 
 # ------------------------------------------------------------------------------------------ revisitop

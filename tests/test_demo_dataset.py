@@ -169,8 +169,13 @@ def test_killed_build_temp_is_ignored_and_stale_folder_rebuilt(tmp_path):
     (tmp_path / f".tmp-{ds.path.name}-x").mkdir()
     ds.path.mkdir()
     (ds.path / "junk.txt").write_text("stale")
+    old = tmp_path / f".tmp-{ds.path.name}-old"
+    old.mkdir()
+    os.utime(old, (0, 0))
     ds.prepare()
     assert ds.is_built() and not (ds.path / "junk.txt").exists()
+    assert (tmp_path / f".tmp-{ds.path.name}-x").exists(), "a recent temp may be a running build: kept"
+    assert not old.exists(), "a day-old temp is a dead build: removed"
 
 
 def test_default_root_follows_the_cache_dir(tmp_path, monkeypatch):

@@ -228,6 +228,7 @@ class DemoCopyDetection:
         if self.is_built():
             return
         self.base.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(self.base, self.path.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.path.name}-", dir=self.base))
         try:
             build(tmp, self.params, self._transform, progress)
@@ -240,6 +241,18 @@ class DemoCopyDetection:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temps(base: Path, name: str, older_than_s: float = 6 * 3600) -> None:
+    """Temporary folders a killed build left behind (recent ones may belong to a running build)."""
+    import time
+
+    for entry in base.glob(f".tmp-{name}-*"):
+        try:
+            if time.time() - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _make_transform(spec: dict) -> Callable[..., Any]:

@@ -152,6 +152,11 @@ class Disc21Dataset:
         folders, _ = self._folders(role)
         return str(folders[0]) if len(folders) == 1 else f"{folders[0]}..{folders[-1].name}"
 
+    def _served_ids(self, role: str) -> dict[str, str] | set[str]:
+        items = self.items(role)
+        found = self._scan(role) or {}
+        return found if len(items) == len(found) else {it.id for it in items}
+
     # --- ground truth --------------------------------------------------------------------------------
 
     @property
@@ -171,31 +176,28 @@ class Disc21Dataset:
             raise UserError(f"{path}: DISC21 ground truth file not found (set dataset.ground_truth)")
         gt_q, gt_r = _read_pairs(path)
         gt_q, gt_r = np.asarray(gt_q, dtype=str), np.asarray(gt_r, dtype=str)
-
-        all_queries = np.array(sorted(self._scan("queries")), dtype=str)  # type: ignore[arg-type]
-        served_q = np.array([it.id for it in self.items("queries")], dtype=str)
-        on_disk = np.isin(gt_q, all_queries)
+        # Membership through the id -> path dicts: np.isin against a million-string array is slower.
+        all_queries = self._scan("queries") or {}
+        served_q = self._served_ids("queries")
+        on_disk = _member(gt_q, all_queries)
         if not on_disk.all() and self._lists["queries"] is None and self._counts["queries"] is None:
-            first = gt_q[~on_disk][0]
             raise UserError(
                 f"{path}: {int((~on_disk).sum())} query id(s) have no image under {self._where('queries')} "
-                f"(first: {first}); wrong split or GT file?"
+                f"(first: {gt_q[~on_disk][0]}); wrong split or GT file?"
             )
-        keep = np.isin(gt_q, served_q)
+        keep = _member(gt_q, served_q)
         if not keep.any():
             raise UserError(f"{path}: none of its query ids is among the {len(served_q)} served queries")
         gt_q, gt_r = gt_q[keep], gt_r[keep]
 
         matched = gt_r != ""
-        all_refs = np.array(sorted(self._scan("database")), dtype=str)  # type: ignore[arg-type]
-        absent = matched & ~np.isin(gt_r, all_refs)
+        absent = matched & ~_member(gt_r, self._scan("database") or {})
         if absent.any():
             raise UserError(
                 f"{path}: {int(absent.sum())} reference id(s) have no image under {self._where('database')} "
                 f"(first: {gt_r[absent][0]})"
             )
-        served_r = np.array([it.id for it in self.items("database")], dtype=str)
-        pairs = matched & np.isin(gt_r, served_r)
+        pairs = matched & _member(gt_r, self._served_ids("database"))
         return Disc21GroundTruth(query_ids=gt_q, pair_query_ids=gt_q[pairs], pair_reference_ids=gt_r[pairs])
 
     # --- fingerprint and checks ----------------------------------------------------------------------
@@ -279,6 +281,10 @@ def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from harness.submissions import read_pairs_csv  # the shared safe reader (limits, duplicates, header)
 
     return read_pairs_csv(path)
+
+
+def _member(ids: np.ndarray, known: dict[str, str] | set[str]) -> np.ndarray:
+    return np.fromiter((i in known for i in ids.tolist()), dtype=bool, count=len(ids))
 
 
 def _example(pattern: str) -> str:
