@@ -1,0 +1,57 @@
+"""The offline demo end to end through the CLI, at a reduced size: real DISC21-layout files, AugLy
+queries, a non-learned descriptor, faiss, the DISC21 scorer; then an identical re-run from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "dataset.n_references=24", "dataset.n_distractors=40", "dataset.n_queries=40", "dataset.n_matched=20",
+    "dataset.n_train=48", "dataset.image_size=128",
+]
+
+
+def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "harness", "run", str(ROOT / "specs" / "demo.yaml"), "--json",
+            "--output", str(tmp_path / "results")]
+    for o in SMALL:
+        args += ["--set", o]
+    args += list(extra)
+    env = dict(os.environ, HARNESS_CACHE_DIR=str(tmp_path / "cache"))
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_demo_small_end_to_end_then_cached(tmp_path):
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)  # stdout holds the document and nothing else
+    values = doc["metrics"]["disc21"]["values"]
+    assert doc["metrics"]["disc21"]["protocol"] == "disc21-official"
+    assert values["n_gt_pairs"] == 20
+    assert 0.0 <= values["micro_ap"] <= 1.0
+    root = Path(doc["data"]["counts"] and tmp_path / "cache")
+    built = [p for p in root.rglob("dev_ground_truth.csv")]
+    assert built, "the demo dataset is written in the DISC21 layout under the cache"
+    rows = built[0].read_text().splitlines()
+    assert rows[0] == "query_id,reference_id" and any(r.endswith(",") for r in rows[1:])
+    statuses = {s["stage"]: s["status"] for s in doc["stages"]}
+    assert statuses["describe:queries"] == "computed" and statuses["search"] == "computed"
+
+    second = _run(tmp_path)
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert again["metrics"] == doc["metrics"]
+    assert all(s["status"] in ("cached", "checked") for s in again["stages"]), again["stages"]
+
+    chance = _run(tmp_path, "--set", "descriptor={name: random}")
+    assert chance.returncode == 0, chance.stderr
+    chance_ap = json.loads(chance.stdout)["metrics"]["disc21"]["values"]["micro_ap"]
+    assert values["micro_ap"] > chance_ap + 0.2, (values["micro_ap"], chance_ap)
