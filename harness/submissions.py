@@ -403,8 +403,9 @@ def read_rankings_npy(
 def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
     """(column, row, id) of the first id repeated within a column of (K, nq) ``ranks``, or None.
 
-    Ids are usually bounded by the database size, so each column is checked with a scatter into a
-    mark array (linear time); a column with huge ids falls back to a sort.
+    Ids are usually bounded by the database size, so each column is checked in linear time with a
+    byte mark per id (small enough to stay in cache): K distinct ids mark K bytes. Columns with huge
+    ids fall back to a sort.
     """
     k = ranks.shape[0]
     if k < 2:
@@ -423,10 +424,8 @@ def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
             if not (srt[1:] == srt[:-1]).any():
                 continue
         _, first, counts = np.unique(col, return_index=True, return_counts=True)
-        repeated = np.flatnonzero(counts > 1)
-        # the row of the earliest second occurrence
-        rows = [int(np.flatnonzero(col == col[first[i]])[1]) for i in repeated]
-        row = min(rows)
+        seconds = [int(np.flatnonzero(col == col[first[i]])[1]) for i in np.flatnonzero(counts > 1)]
+        row = min(seconds)
         return q, row, int(col[row])
     return None
 

@@ -62,16 +62,34 @@ def test_op_returns_rgb_and_is_reproducible(name, photo):
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
-def test_op_accepts_non_rgb_input(name, photo):
-    out = run(name, photo.convert("L"), 3)
-    assert out.mode == "RGB"
+def test_op_meets_the_plugin_contract(name, photo):
+    from harness.testing import check_transform
+
+    check_transform(TRANSFORMS[name](), photo, seed=5)  # RGB out, deterministic, input left untouched
+    assert run(name, photo.convert("L"), 3).mode == "RGB"
 
 
-def test_every_factory_is_versioned_and_documented():
+def test_registered_through_the_plugin_hook():
+    import harness_plugins.augly
+    from harness.testing import registry_with
+
+    registry = registry_with(harness_plugins.augly)
+    assert set(TRANSFORMS) <= set(registry.names("transform"))
+
+
+def test_every_factory_is_versioned_documented_and_typed():
+    import typing
+
+    from harness.params import check_params
+
     for name, factory in TRANSFORMS.items():
         assert name.startswith("augly.")
         assert getattr(factory, "version", None) == "1", name
         assert (factory.__doc__ or "").strip(), name
+        typing.get_type_hints(factory.__init__)  # the spec validator can resolve every annotation
+        assert check_params(factory, {})[1] == [], name  # defaults alone are valid
+    _, problems = check_params(TRANSFORMS["augly.crop"], {"min_area": "big", "max_aera": 0.5})
+    assert {p.param for p in problems} == {"min_area", "max_aera"}
 
 
 def test_ops_change_the_image_as_intended(photo):

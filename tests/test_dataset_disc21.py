@@ -220,3 +220,11 @@ def test_no_stat_while_listing(tmp_path, monkeypatch, flat):
     ds.fingerprint()
     assert len(calls) >= n
     assert np.all([Path(it.path).is_file() for it in ds.items("train")])
+
+
+def test_malformed_gt_is_refused_by_the_shared_reader(tmp_path, official):
+    dup = tmp_path / "dup.csv"
+    q, r = sorted(official.pairs.items())[0]
+    dup.write_text(f"query_id,reference_id\n{q},{r}\n{q},\n")
+    with pytest.raises(UserError, match=rf"dup\.csv: line 3: more than one reference for query {q}"):
+        Disc21Dataset(str(official.root), ground_truth=str(dup)).ground_truth()

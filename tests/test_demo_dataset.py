@@ -67,7 +67,10 @@ def test_ground_truth_file(built):
 
 
 def test_served_through_the_disc21_reader(built):
+    from harness.testing import check_dataset
     from harness_plugins.disc21.groundtruth import Disc21GroundTruth
+
+    check_dataset(built, roles=("queries", "database", "train"))
 
     assert [it.id for it in built.items("queries")] == [f"Q{i:05d}" for i in range(10)]
     assert len(built.items("database")) == 14 and len(built.items("train")) == 5
@@ -175,7 +178,21 @@ def test_killed_build_temp_is_ignored_and_stale_folder_rebuilt(tmp_path):
     ds.prepare()
     assert ds.is_built() and not (ds.path / "junk.txt").exists()
     assert (tmp_path / f".tmp-{ds.path.name}-x").exists(), "a recent temp may be a running build: kept"
-    assert not old.exists(), "a day-old temp is a dead build: removed"
+    assert not old.exists(), "an old temp is a dead build: removed"
+
+
+def test_concurrent_builds_agree(tmp_path):
+    first, second = (DemoCopyDetection(root=str(tmp_path), **SMALL) for _ in range(2))
+    done = []
+
+    def meanwhile(n):  # while `first` is still writing, another process completes the same build
+        if not done:
+            done.append(1)
+            second.prepare()
+
+    first.prepare(progress=meanwhile)
+    assert first.is_built() and second.is_built()
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # one folder, temps cleaned
 
 
 def test_default_root_follows_the_cache_dir(tmp_path, monkeypatch):

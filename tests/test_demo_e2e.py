@@ -37,7 +37,7 @@ def test_demo_small_end_to_end_then_cached(tmp_path):
     assert doc["metrics"]["disc21"]["protocol"] == "disc21-official"
     assert values["n_gt_pairs"] == 20
     assert 0.0 <= values["micro_ap"] <= 1.0
-    root = Path(doc["data"]["counts"] and tmp_path / "cache")
+    root = tmp_path / "cache"
     built = [p for p in root.rglob("dev_ground_truth.csv")]
     assert built, "the demo dataset is written in the DISC21 layout under the cache"
     rows = built[0].read_text().splitlines()

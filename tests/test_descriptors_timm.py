@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from harness_plugins.timm.descriptors import TimmDescriptor, TorchScriptDescript
 from harness_plugins.timm.preprocess import Preprocess, collate
 
 SIZE = 64
+CNN, CNN_DIM = "test_resnet", 96  # timm's tiny test models keep the file fast
+VIT = "test_vit"  # patch 16, class token, 64-D
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def _batch(desc, images) -> torch.Tensor:
 
 
 def test_contract_and_registry_parameters(images):
-    desc = TimmDescriptor("resnet18", size=SIZE)
+    desc = TimmDescriptor(CNN, size=SIZE)
     assert isinstance(desc, Descriptor) and isinstance(desc, BatchedDescriptor)
     assert TimmDescriptor.version == TorchScriptDescriptor.version == "1"
     assert desc._model is None  # nothing built before first use
@@ -46,58 +49,58 @@ def test_contract_and_registry_parameters(images):
 
 @pytest.mark.parametrize("pooling", ["model", "gem", "mean"])
 def test_cnn_pooling_shapes_and_determinism(pooling, images):
-    a = TimmDescriptor("resnet18", pooling=pooling, size=SIZE).describe(images)
-    b = TimmDescriptor("resnet18", pooling=pooling, size=SIZE).describe(images)  # same seed -> same init
-    assert a.shape == (3, 512) and a.dtype == np.float32 and np.isfinite(a).all()
+    a = TimmDescriptor(CNN, pooling=pooling, size=SIZE).describe(images)
+    b = TimmDescriptor(CNN, pooling=pooling, size=SIZE).describe(images)  # same seed -> same init
+    assert a.shape == (3, CNN_DIM) and a.dtype == np.float32 and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
-    c = TimmDescriptor("resnet18", pooling=pooling, size=SIZE, seed=1).describe(images)
+    c = TimmDescriptor(CNN, pooling=pooling, size=SIZE, seed=1).describe(images)
     assert not np.allclose(a, c)
 
 
 def test_gem_and_mean_match_a_direct_computation(images):
-    gem = TimmDescriptor("resnet18", pooling="gem", gem_p=3.0, size=SIZE)
+    gem = TimmDescriptor(CNN, pooling="gem", gem_p=3.0, size=SIZE)
     x = _batch(gem, images)
     with torch.no_grad():
         fmap = gem.model.forward_features(x)
     expected = fmap.clamp(min=1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
     np.testing.assert_allclose(gem.forward(x), expected.numpy(), rtol=1e-4, atol=1e-6)
-    # resnet's own head-less output is global average pooling: equal to 'mean' and to GeM with p = 1
-    own = TimmDescriptor("resnet18", pooling="model", size=SIZE).forward(x)
-    mean = TimmDescriptor("resnet18", pooling="mean", size=SIZE).forward(x)
-    gem1 = TimmDescriptor("resnet18", pooling="gem", gem_p=1.0, size=SIZE).forward(x)
+    # the ResNet's own head-less output is global average pooling: equal to 'mean' and to GeM with p = 1
+    own = TimmDescriptor(CNN, pooling="model", size=SIZE).forward(x)
+    mean = TimmDescriptor(CNN, pooling="mean", size=SIZE).forward(x)
+    gem1 = TimmDescriptor(CNN, pooling="gem", gem_p=1.0, size=SIZE).forward(x)
     np.testing.assert_allclose(own, fmap.mean(dim=(2, 3)).numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(mean, own, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gem1, own, atol=2e-6)
 
 
 def test_vit_cls_mean_and_gem_pool_the_right_tokens(images):
-    cls = TimmDescriptor("vit_tiny_patch16_224", pooling="cls", size=32)
+    cls = TimmDescriptor(VIT, pooling="cls", size=32)
     x = _batch(cls, images)
     with torch.no_grad():
-        tokens = cls.model.forward_features(x)  # (B, 1 + 4, 192): class token then 2 x 2 patches
-    assert tokens.shape == (3, 5, 192)
+        tokens = cls.model.forward_features(x)  # (B, 1 + 4, 64): class token then 2 x 2 patches
+    assert tokens.shape == (3, 5, 64)
     np.testing.assert_allclose(cls.forward(x), tokens[:, 0].numpy(), rtol=1e-5, atol=1e-6)
-    own = TimmDescriptor("vit_tiny_patch16_224", pooling="model", size=32).forward(x)
-    np.testing.assert_allclose(own, tokens[:, 0].numpy(), rtol=1e-5, atol=1e-6)  # ViT-Ti pools the token
-    mean = TimmDescriptor("vit_tiny_patch16_224", pooling="mean", size=32).forward(x)
+    own = TimmDescriptor(VIT, pooling="model", size=32).forward(x)
+    np.testing.assert_allclose(own, tokens[:, 0].numpy(), rtol=1e-5, atol=1e-6)  # this ViT pools the class token
+    mean = TimmDescriptor(VIT, pooling="mean", size=32).forward(x)
     np.testing.assert_allclose(mean, tokens[:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-6)
-    gem = TimmDescriptor("vit_tiny_patch16_224", pooling="gem", size=32).forward(x)
+    gem = TimmDescriptor(VIT, pooling="gem", size=32).forward(x)
     ref = tokens[:, 1:].clamp(min=1e-6).pow(3).mean(1).pow(1 / 3)
     np.testing.assert_allclose(gem, ref.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_cls_pooling_needs_a_class_token(images):
     with pytest.raises(UserError, match="class token"):
-        TimmDescriptor("resnet18", pooling="cls", size=SIZE).describe(images[:1])
+        TimmDescriptor(CNN, pooling="cls", size=SIZE).describe(images[:1])
 
 
 def test_multi_scale_is_the_normalised_mean_of_single_scales(images):
-    multi = TimmDescriptor("resnet18", pooling="gem", size=SIZE, scales=[1.0, 0.5], normalize=True)
+    multi = TimmDescriptor(CNN, pooling="gem", size=SIZE, scales=[1.0, 0.5], normalize=True)
     sample = multi.preprocess(images[0])
     assert isinstance(sample, tuple) and [t.shape[-1] for t in sample] == [SIZE, SIZE // 2]
     got = multi.describe(images)
-    full = TimmDescriptor("resnet18", pooling="gem", size=SIZE, normalize=True).describe(images)
-    half = TimmDescriptor("resnet18", pooling="gem", size=SIZE // 2, normalize=True).describe(images)
+    full = TimmDescriptor(CNN, pooling="gem", size=SIZE, normalize=True).describe(images)
+    half = TimmDescriptor(CNN, pooling="gem", size=SIZE // 2, normalize=True).describe(images)
     avg = full + half
     np.testing.assert_allclose(got, avg / np.linalg.norm(avg, axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
@@ -117,7 +120,7 @@ def test_preprocess_resizes_and_normalises():
 
 
 def test_short_side_batches_of_mixed_shapes(images):
-    desc = TimmDescriptor("resnet18", pooling="gem", size=40, resize="short_side", batch_size=4)
+    desc = TimmDescriptor(CNN, pooling="gem", size=40, resize="short_side", batch_size=4)
     mixed = [images[0], images[1].rotate(90, expand=True), images[2].crop((0, 0, 90, 30))]
     batch = collate([desc.preprocess(im) for im in mixed])
     assert isinstance(batch, list) and len(batch) == 3  # shapes differ: kept per image
@@ -127,7 +130,7 @@ def test_short_side_batches_of_mixed_shapes(images):
 
 
 def test_preprocess_and_descriptor_pickle_without_the_model(images):
-    desc = TimmDescriptor("resnet18", pooling="gem", size=SIZE)
+    desc = TimmDescriptor(CNN, pooling="gem", size=SIZE)
     desc.describe(images[:1])  # builds the model
     blob = pickle.dumps(desc.preprocess)
     assert len(blob) < 2000
@@ -138,7 +141,7 @@ def test_preprocess_and_descriptor_pickle_without_the_model(images):
 
 
 def test_empty_input_gives_zero_rows():
-    assert TimmDescriptor("resnet18", size=SIZE).describe([]).shape == (0, 512)
+    assert TimmDescriptor(CNN, size=SIZE).describe([]).shape == (0, CNN_DIM)
 
 
 # -- names and checkpoints -----------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def test_unknown_model_name_suggests_close_names():
 
 def _source_model(num_classes: int = 10) -> torch.nn.Module:
     torch.manual_seed(123)
-    return timm.create_model("resnet18", num_classes=num_classes).eval()
+    return timm.create_model(CNN, num_classes=num_classes).eval()
 
 
 def _source_features(model, x) -> np.ndarray:
@@ -171,16 +174,16 @@ def test_checkpoint_round_trip(form, tmp_path, images):
         torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     else:
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    desc = TimmDescriptor("resnet18", checkpoint=str(path), size=SIZE)
+    desc = TimmDescriptor(CNN, checkpoint=str(path), size=SIZE)
     x = _batch(desc, images)
     np.testing.assert_allclose(desc.forward(x), _source_features(src, x), rtol=1e-4, atol=1e-5)
-    assert not np.allclose(TimmDescriptor("resnet18", size=SIZE).forward(x), _source_features(src, x), atol=1e-3)
+    assert not np.allclose(TimmDescriptor(CNN, size=SIZE).forward(x), _source_features(src, x), atol=1e-3)
 
 
 def test_checkpoint_with_python_objects_is_refused(tmp_path):
     path = tmp_path / "train.pt"
     torch.save({"state_dict": _source_model().state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
-    desc = TimmDescriptor("resnet18", checkpoint=str(path), size=SIZE)
+    desc = TimmDescriptor(CNN, checkpoint=str(path), size=SIZE)
     with pytest.raises(UserError, match=r"refused.*argparse\.Namespace"):
         desc.model
 
@@ -189,37 +192,37 @@ def test_checkpoint_key_picks_a_wrapper_entry(tmp_path, images):
     src = _source_model()
     path = tmp_path / "ema.pt"
     torch.save({"state_dict": _source_model(3).state_dict(), "state_dict_ema": src.state_dict()}, path)
-    desc = TimmDescriptor("resnet18", checkpoint=str(path), checkpoint_key="state_dict_ema", size=SIZE)
+    desc = TimmDescriptor(CNN, checkpoint=str(path), checkpoint_key="state_dict_ema", size=SIZE)
     x = _batch(desc, images)
     np.testing.assert_allclose(desc.forward(x), _source_features(src, x), rtol=1e-4, atol=1e-5)
     with pytest.raises(UserError, match="checkpoint_key 'nope' not found"):
-        TimmDescriptor("resnet18", checkpoint=str(path), checkpoint_key="nope").model
+        TimmDescriptor(CNN, checkpoint=str(path), checkpoint_key="nope").model
 
 
 def test_checkpoint_that_does_not_fit_is_reported(tmp_path):
     state = _source_model().state_dict()
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in state.items() if not k.startswith("layer4.")}, partial)
-    with pytest.raises(UserError, match=r"partial\.pt: does not fit timm model 'resnet18': \d+ missing keys"):
-        TimmDescriptor("resnet18", checkpoint=str(partial)).model
+    with pytest.raises(UserError, match=r"partial\.pt: does not fit timm model 'test_resnet': \d+ missing keys"):
+        TimmDescriptor(CNN, checkpoint=str(partial)).model
     with pytest.warns(UserWarning, match="missing"):
-        TimmDescriptor("resnet18", checkpoint=str(partial), strict=False).model
+        TimmDescriptor(CNN, checkpoint=str(partial), strict=False).model
     wrong = tmp_path / "wrong.pt"
-    torch.save({**state, "conv1.weight": torch.zeros(64, 3, 5, 5)}, wrong)
+    torch.save({**state, "conv1.0.weight": torch.zeros(16, 3, 5, 5)}, wrong)
     with pytest.raises(UserError, match="size mismatch"):
-        TimmDescriptor("resnet18", checkpoint=str(wrong)).model
+        TimmDescriptor(CNN, checkpoint=str(wrong)).model
     with pytest.raises(UserError, match="not found"):
-        TimmDescriptor("resnet18", checkpoint=str(tmp_path / "absent.pt"))
+        TimmDescriptor(CNN, checkpoint=str(tmp_path / "absent.pt"))
 
 
 def test_fingerprint_follows_the_checkpoint_bytes(tmp_path):
     path = tmp_path / "w.pt"
     torch.save(_source_model().state_dict(), path)
-    desc = TimmDescriptor("resnet18", checkpoint=str(path))
+    desc = TimmDescriptor(CNN, checkpoint=str(path))
     assert desc.fingerprint() == hashlib.sha256(path.read_bytes()).hexdigest()
     torch.save(_source_model(3).state_dict(), path)
     assert desc.fingerprint() == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert "seed0" in TimmDescriptor("resnet18").fingerprint() != TimmDescriptor("resnet18", seed=1).fingerprint()
+    assert "seed0" in TimmDescriptor(CNN).fingerprint() != TimmDescriptor(CNN, seed=1).fingerprint()
 
 
 # -- TorchScript ---------------------------------------------------------------------------------------
@@ -238,7 +241,9 @@ def test_torchscript_round_trip(export, tmp_path, images):
     torch.manual_seed(0)
     net = _TinyNet().eval()
     path = tmp_path / "model.pt"
-    exported = torch.jit.script(net) if export == "script" else torch.jit.trace(net, torch.zeros(1, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        exported = torch.jit.script(net) if export == "script" else torch.jit.trace(net, torch.zeros(1, 3, 32, 32))
     exported.save(str(path))
     desc = TorchScriptDescriptor(str(path), size=32)
     x = _batch(desc, images)
@@ -263,9 +268,9 @@ def test_torchscript_rejects_other_files(tmp_path):
 
 def test_bad_device_and_batch_size():
     with pytest.raises(UserError, match="device"):
-        TimmDescriptor("resnet18", device="gpu")
+        TimmDescriptor(CNN, device="gpu")
     with pytest.raises(UserError, match="batch_size"):
-        TimmDescriptor("resnet18", batch_size=0)
+        TimmDescriptor(CNN, batch_size=0)
 
 
 # -- through the core's extraction path ----------------------------------------------------------------
@@ -276,6 +281,6 @@ def test_extract_with_worker_processes_matches_describe(tmp_path, images):
         path = tmp_path / f"{i}.png"
         im.save(path)
         items.append(Item(id=str(i), path=str(path)))
-    desc = TimmDescriptor("resnet18", pooling="gem", size=SIZE, scales=[1.0, 0.75])
+    desc = TimmDescriptor(CNN, pooling="gem", size=SIZE, scales=[1.0, 0.75])
     got = extract(desc, items, batch_size=2, workers=1)
     np.testing.assert_allclose(got, desc.describe(images), rtol=1e-5, atol=1e-6)

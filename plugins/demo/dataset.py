@@ -49,7 +49,7 @@ _COLOR_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
                   "retina", "colorwheel", "logo", "stereo_motorcycle")
 _GRAY_SOURCES = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text")
 
-_DEFAULT_TRANSFORM = {"name": "augly.disc21_like", "strength": 0.5, "min_ops": 1, "max_ops": 3}
+_DEFAULT_TRANSFORM = {"name": "augly.disc21_like", "strength": 0.6, "min_ops": 1, "max_ops": 3}
 
 
 def _default_root() -> Path:
@@ -170,7 +170,7 @@ class DemoCopyDetection:
         """``n_references`` originals (copied by the matched queries, in turn) plus ``n_distractors``
         other images form ``references/``; ``n_queries`` queries of which ``n_matched`` copy an original;
         ``n_train`` training images; images have a long side of ``image_size``; ``transform`` makes the
-        queries (an ``augly.*`` transform spec, default ``augly.disc21_like`` at strength 0.5)."""
+        queries (an ``augly.*`` transform spec, default ``augly.disc21_like`` at strength 0.6)."""
         for name, value, low in (("n_references", n_references, 1), ("n_distractors", n_distractors, 0),
                                  ("n_queries", n_queries, 1), ("n_matched", n_matched, 0), ("n_train", n_train, 0),
                                  ("image_size", image_size, 32)):
@@ -236,7 +236,11 @@ class DemoCopyDetection:
                 if self.is_built():  # a concurrent build finished first
                     return
                 shutil.rmtree(self.path)
-            os.replace(tmp, self.path)
+            try:
+                os.replace(tmp, self.path)
+            except OSError:
+                if not self.is_built():  # else another process renamed its complete build first
+                    raise
             _fsync_dir(self.base)
         finally:
             if tmp.exists():
@@ -256,16 +260,23 @@ def _remove_stale_temps(base: Path, name: str, older_than_s: float = 6 * 3600) -
 
 
 def _make_transform(spec: dict) -> Callable[..., Any]:
+    """The query transform from its spec mapping, checked like any spec part (did-you-mean included)."""
+    import difflib
+
+    from harness.params import check_params
     from harness_plugins.augly.transforms import TRANSFORMS
 
     params = dict(spec)
     name = params.pop("name", None)
     if name not in TRANSFORMS:
-        raise UserError(f"demo dataset: transform.name must be one of {sorted(TRANSFORMS)}, got {name!r}")
-    try:
-        return TRANSFORMS[name](**params)
-    except TypeError as exc:
-        raise UserError(f"demo dataset: transform {name}: {exc}") from None
+        close = difflib.get_close_matches(str(name), list(TRANSFORMS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(TRANSFORMS))}"
+        raise UserError(f"demo dataset: transform.name: unknown transform {name!r}{hint}")
+    clean, problems = check_params(TRANSFORMS[name], params)
+    if problems:
+        raise UserError(f"demo dataset: transform {name}: " + "; ".join(
+            f"{p.param}: {p.message}" + (f" (did you mean {p.suggestion!r}?)" if p.suggestion else "") for p in problems))
+    return TRANSFORMS[name](**clean)
 
 
 def _fsync_dir(path: Path) -> None:

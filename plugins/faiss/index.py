@@ -146,7 +146,9 @@ class FaissIndex:
                 return self._create(d)
             except RuntimeError as e:
                 first_error = first_error or e
-        raise UserError(f"index faiss: invalid factory string {self.factory!r}: {_faiss_reason(first_error)}")
+        raise UserError(
+            f"index faiss: invalid factory string {self.factory!r} (metric {self.metric!r}): {_faiss_reason(first_error)}"
+        )
 
     def _build(self, d: int) -> None:
         if self._index is not None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.parts import Item
+from harness_plugins.disc21.dataset import paused_gc
 
 from .groundtruth import QueryGnd, RevisitopGroundTruth
 
@@ -97,7 +98,8 @@ class RevisitopDataset:
         gt = self.ground_truth()
         items = [Item(name, path) for name, path in zip(gt.imlist, self._image_paths(gt.imlist))]
         if self._distractors is not None:
-            extra = distractor_items(self._distractors)
+            with paused_gc():
+                extra = distractor_items(self._distractors)
             clash = set(gt.imlist).intersection(it.id for it in extra)
             if clash:
                 raise UserError(f"{self._distractors}: distractor id {sorted(clash)[0]!r} is also a database image name")

@@ -352,7 +352,9 @@ class TorchScriptDescriptor(_TorchDescriptor):
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         try:
-            return torch.jit.load(self.path, map_location=device)
+            with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; it is the format
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(self.path, map_location=device)
         except Exception as exc:  # noqa: BLE001 - a bad user file
             line = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise UserError(f"{self.path}: not a loadable TorchScript file ({line.strip()})") from None
