@@ -266,6 +266,27 @@ def test_torchscript_rejects_other_files(tmp_path):
         TorchScriptDescriptor(str(tmp_path / "absent.pt"))
 
 
+class _TupleNet(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+
+
+def test_torchscript_output_must_be_a_batch_of_vectors(tmp_path, images):
+    path = tmp_path / "tuple.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_TupleNet()).save(str(path))
+    with pytest.raises(UserError, match="expected a \\(batch, d\\) tensor"):
+        TorchScriptDescriptor(str(path), size=32).describe(images[:1])
+
+
+def test_half_on_cpu_warns_and_runs_float32(images):
+    desc = TimmDescriptor(CNN, size=SIZE, half=True, device="cpu")
+    with pytest.warns(UserWarning, match="float16 is used on CUDA only"):
+        x = desc.describe(images[:2])
+    np.testing.assert_array_equal(x, TimmDescriptor(CNN, size=SIZE, device="cpu").describe(images[:2]))
+
+
 def test_bad_device_and_batch_size():
     with pytest.raises(UserError, match="device"):
         TimmDescriptor(CNN, device="gpu")

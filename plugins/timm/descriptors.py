@@ -78,6 +78,8 @@ class _TorchDescriptor:
             import torch
 
             device = self.device
+            if self.half and device.type != "cuda":
+                warnings.warn(f"half: float16 is used on CUDA only; running float32 on {device}", stacklevel=2)
             model = self._build(device)
             model.eval()
             for p in model.parameters():
@@ -126,8 +128,9 @@ class _TorchDescriptor:
     def _run(self, x: "torch.Tensor", torch: Any) -> "torch.Tensor":
         x = x.to(self.device, dtype=self._dtype(torch), non_blocking=True)
         out = self._embed(x)
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise UserError(f"{self._what()}: model output has shape {tuple(out.shape)}, expected (batch, d)")
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UserError(f"{self._what()}: model output is {got}, expected a (batch, d) tensor")
         return out.float()
 
     def describe(self, images: list["Image.Image"]) -> np.ndarray:
@@ -168,7 +171,8 @@ class TimmDescriptor(_TorchDescriptor):
     ``model`` is a timm name (``timm.list_models()``; a ``.tag`` suffix is allowed). Weights come from
     ``checkpoint`` (``.safetensors``, or a torch file read with ``weights_only=True``; wrappers such as
     ``{"state_dict": ...}`` and ``module.`` prefixes are undone, ``checkpoint_key`` picks a wrapper
-    entry). ``pretrained: true`` downloads timm's weights from the Hugging Face hub (needs network;
+    entry, a classifier head is ignored; other missing or unexpected keys are an error unless
+    ``strict: false``). ``pretrained: true`` downloads timm's weights from the Hugging Face hub (needs network;
     never used in tests); with neither, the weights are a random init seeded by ``seed``.
 
     ``pooling``: ``gem`` (generalised mean with ``gem_p`` over the feature map or patch tokens),
