@@ -117,6 +117,9 @@ def test_preprocess_resizes_and_normalises():
     assert Preprocess(size=30)(red).shape == (3, 30, 30)
     assert Preprocess(size=None, scales=(0.5,))(red).shape == (3, 30, 60)
     assert Preprocess(size=20, resize="short_side")(red.rotate(90, expand=True)).shape == (3, 40, 20)
+    assert Preprocess(size=40, resize="long_side")(red).shape == (3, 20, 40)
+    assert Preprocess(size=40, resize="long_side", scales=(1.0, 0.5))(red.rotate(90, expand=True))[1].shape == (
+        3, 20, 10)
 
 
 def test_short_side_batches_of_mixed_shapes(images):

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness_plugins.disc21.dataset import Disc21Dataset
 
 #: Bump when the generated content changes for the same parameters (it enters the folder hash).
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 MARKER = "build.json"
 JPEG_QUALITY = 90
 
@@ -62,8 +62,8 @@ def _default_root() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _sources() -> tuple[tuple[np.ndarray, bool], ...]:
-    """(RGB uint8 array, is_grey) for every bundled sample, long side at most 768 px."""
+def _sources() -> tuple[tuple["Image.Image", bool], ...]:
+    """(RGB image, is_grey) for every bundled sample, long side at most 768 px."""
     import skimage.data
     from PIL import Image
 
@@ -80,16 +80,17 @@ def _sources() -> tuple[tuple[np.ndarray, bool], ...]:
             alpha = a[..., 3:4].astype(np.float32) / 255.0
             a = (a[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
         grey = a.ndim == 2
-        if grey:
-            a = np.repeat(a[..., None], 3, axis=2)
-        im = Image.fromarray(a.astype(np.uint8))
+        im = Image.fromarray(a.astype(np.uint8)).convert("RGB")
         if max(im.size) > 768:
             scale = 768 / max(im.size)
             im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS)
-        out.append((np.asarray(im), grey))
+        out.append((im, grey))
     if len(out) < 8:
         raise UserError(f"demo dataset: only {len(out)} scikit-image sample images could be loaded (need 8)")
     return tuple(out)
+
+
+_TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")
 
 
 def _piece(rng: np.random.Generator, width: int, height: int) -> "Image.Image":
@@ -97,34 +98,38 @@ def _piece(rng: np.random.Generator, width: int, height: int) -> "Image.Image":
     from PIL import Image
 
     sources = _sources()
-    pixels, grey = sources[int(rng.integers(0, len(sources)))]
+    source, grey = sources[int(rng.integers(0, len(sources)))]
     turns = int(rng.integers(0, 4))
-    target_aspect = width / height if turns % 2 == 0 else height / width
-    h_src, w_src = pixels.shape[:2]
+    out_w, out_h = (width, height) if turns % 2 == 0 else (height, width)  # size before the turn
+    w_src, h_src = source.size
     frac = rng.uniform(0.3, 0.9)  # window side relative to the largest window of that aspect
-    win_w = min(w_src, h_src * target_aspect) * frac
-    win_h = win_w / target_aspect
+    win_w = min(w_src, h_src * out_w / out_h) * frac
+    win_h = win_w * out_h / out_w
     x0, y0 = rng.uniform(0, w_src - win_w), rng.uniform(0, h_src - win_h)
-    box = (int(x0), int(y0), int(x0 + win_w), int(y0 + win_h))
-    im = Image.fromarray(pixels).crop(box)
+    box = (float(x0), float(y0), float(x0 + win_w), float(y0 + win_h))
+    im = source.resize((out_w, out_h), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
     if turns:
-        im = im.transpose([Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270][turns - 1])
-    im = im.resize((width, height), Image.Resampling.BICUBIC)
+        im = im.transpose(getattr(Image.Transpose, _TURNS[turns]))
     return _recolour(im, grey, rng)
 
 
 def _recolour(im: "Image.Image", grey: bool, rng: np.random.Generator) -> "Image.Image":
+    """Duotone for grey photographs (luminance mapped between two random colours); channel swap and
+    tint for colour ones. Done with 256-entry lookup tables per channel."""
     from PIL import Image
 
-    a = np.asarray(im, dtype=np.float32)
-    if grey:  # duotone: luminance mapped between two random colours
-        lum = a[..., :1] / 255.0
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    if grey:
         dark, light = rng.uniform(0, 110, size=3), rng.uniform(150, 255, size=3)
-        a = dark + lum * (light - dark)
+        luts = dark[:, None] + levels[None, :] * (light - dark)[:, None]
+        channels = [im.convert("L")] * 3
     else:
-        a = a[..., rng.permutation(3)] if rng.random() < 0.5 else a
-        a = a * rng.uniform(0.75, 1.25, size=3)  # tint
-    return Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8))
+        order = rng.permutation(3) if rng.random() < 0.5 else np.arange(3)
+        luts = rng.uniform(0.75, 1.25, size=3)[:, None] * levels[None, :] * 255.0
+        bands = im.split()
+        channels = [bands[int(i)] for i in order]
+    tables = np.clip(luts, 0, 255).round().astype(np.uint8)
+    return Image.merge("RGB", [c.point(t.tolist()) for c, t in zip(channels, tables)])
 
 
 _ASPECTS = (1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3)
@@ -290,10 +295,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _save(image: "Image.Image", path: Path) -> None:
-    with open(path, "wb") as fh:
-        image.save(fh, format="JPEG", quality=JPEG_QUALITY)
-        fh.flush()
-        os.fsync(fh.fileno())
+    image.save(path, format="JPEG", quality=JPEG_QUALITY)
+
+
+def _fsync_files(folder: Path) -> None:
+    """Flush every file to disk before the rename publishes the build; fsync waits on the device,
+    not the CPU, so a few threads overlap the waits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def flush(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(flush, paths))
 
 
 def _fit(image: "Image.Image", max_side: int) -> "Image.Image":
@@ -351,10 +370,8 @@ def build(out: Path, params: dict, transform: Callable[..., Any], progress: Call
         tick(1)
 
     (out / "dev_ground_truth.csv").write_text("\n".join(rows) + "\n")
-    with open(out / MARKER, "w") as fh:
-        json.dump(params, fh, sort_keys=True, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
+    (out / MARKER).write_text(json.dumps(params, sort_keys=True, indent=1))
+    _fsync_files(out)
     _fsync_dir(out / "references")
     _fsync_dir(out / "dev_queries")
     _fsync_dir(out / "train")

@@ -32,7 +32,7 @@ DISTRACTOR_LIST = "revisitop1m.txt"
 
 
 class RevisitopDataset:
-    """ROxford5k / RParis6k from ``gnd_<benchmark>.pkl`` and ``jpg/``; optional R1M distractors."""
+    """ROxford5k / RParis6k from gnd_<benchmark>.pkl and jpg/, with optional R1M distractors."""
 
     version = "1"
 

@@ -20,14 +20,13 @@ import numpy as np
 from harness.errors import UserError
 
 from .checkpoint import file_sha256, load_state_dict
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, collate
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Resize, collate
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
 
 Pooling = Literal["gem", "mean", "cls", "model"]
-Resize = Literal["square", "short_side"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -177,8 +176,8 @@ class TimmDescriptor(_TorchDescriptor):
 
     ``pooling``: ``gem`` (generalised mean with ``gem_p`` over the feature map or patch tokens),
     ``mean``, ``cls`` (class token of ViT-like models) or ``model`` (the model's own pooled,
-    head-less output). ``size``/``resize``/``scales`` as in the literature: square or short-side
-    resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
+    head-less output). ``size``/``resize``/``scales`` as in the literature: square, short-side or
+    long-side resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
     ``device: auto`` uses CUDA when present, else the CPU with all cores; ``half`` is float16 on GPU only.
     """
 
@@ -316,9 +315,9 @@ class TimmDescriptor(_TorchDescriptor):
 class TorchScriptDescriptor(_TorchDescriptor):
     """A TorchScript export (SSCD-style): image batch -> (n, d) descriptors, L2-normalised by default.
 
-    Loaded with ``torch.jit.load`` on the chosen device. Preprocessing: ``size`` with ``square`` or
-    ``short_side`` resize (SSCD evaluates at 288 on the short side, or 320 x 320), ImageNet ``mean`` and
-    ``std`` unless given.
+    Loaded with ``torch.jit.load`` on the chosen device. Preprocessing: ``size`` with ``square``,
+    ``short_side`` or ``long_side`` resize (SSCD evaluates at 288 on the short side, or 320 x 320),
+    ImageNet ``mean`` and ``std`` unless given.
     """
 
     def __init__(

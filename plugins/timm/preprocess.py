@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
 
-Resize = Literal["square", "short_side"]
+Resize = Literal["square", "short_side", "long_side"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,8 +26,9 @@ class Preprocess:
     """RGB image -> normalised float32 CHW tensor, one per scale.
 
     ``size`` None keeps the image size (times the scale). ``square`` resizes to size x size (aspect not
-    kept, so batches stack); ``short_side`` sets the short side to size and keeps the aspect ratio (no
-    crop: the whole image is described; batches of mixed shapes are handled by :func:`collate`).
+    kept, so batches stack); ``short_side`` / ``long_side`` set the short / long side to size and keep
+    the aspect ratio (no crop: the whole image is described; revisitop papers use the long side at
+    1024); batches of mixed shapes are handled by :func:`collate`.
     One scale returns a tensor, several scales a tuple of tensors in the order of ``scales``.
     """
 
@@ -51,7 +52,7 @@ class Preprocess:
         side = max(1, round(self.size * scale))
         if self.resize == "square":
             return side, side
-        if width <= height:
+        if (width <= height) == (self.resize == "short_side"):  # the side set to ``side`` is the width
             return side, max(1, round(height * side / width))
         return max(1, round(width * side / height)), side
 
