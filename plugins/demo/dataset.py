@@ -122,14 +122,13 @@ def _recolour(im: "Image.Image", grey: bool, rng: np.random.Generator) -> "Image
     if grey:
         dark, light = rng.uniform(0, 110, size=3), rng.uniform(150, 255, size=3)
         luts = dark[:, None] + levels[None, :] * (light - dark)[:, None]
-        channels = [im.convert("L")] * 3
+        channels = np.repeat(np.asarray(im.convert("L"))[..., None], 3, axis=2)
     else:
         order = rng.permutation(3) if rng.random() < 0.5 else np.arange(3)
         luts = rng.uniform(0.75, 1.25, size=3)[:, None] * levels[None, :] * 255.0
-        bands = im.split()
-        channels = [bands[int(i)] for i in order]
+        channels = np.asarray(im)[..., order]
     tables = np.clip(luts, 0, 255).round().astype(np.uint8)
-    return Image.merge("RGB", [c.point(t.tolist()) for c, t in zip(channels, tables)])
+    return Image.fromarray(np.stack([tables[c][channels[..., c]] for c in range(3)], axis=2))
 
 
 _ASPECTS = (1.0, 4 / 3, 3 / 4, 3 / 2, 2 / 3)
