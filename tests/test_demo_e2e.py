@@ -51,7 +51,7 @@ def test_demo_small_end_to_end_then_cached(tmp_path):
     assert again["metrics"] == doc["metrics"]
     assert all(s["status"] in ("cached", "checked") for s in again["stages"]), again["stages"]
 
-    chance = _run(tmp_path, "--set", "descriptor={name: random}")
+    chance = _run(tmp_path, "--set", "descriptor={name: random, dim: 512}")
     assert chance.returncode == 0, chance.stderr
     chance_ap = json.loads(chance.stdout)["metrics"]["disc21"]["values"]["micro_ap"]
     assert values["micro_ap"] > chance_ap + 0.2, (values["micro_ap"], chance_ap)

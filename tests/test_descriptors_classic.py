@@ -41,11 +41,12 @@ def _jpeg(im: Image.Image, quality: int = 75) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def _grating(side: int, freq: float, vertical_stripes: bool) -> Image.Image:
-    coord = np.arange(side)
-    wave = 128 + 100 * np.sin(2 * np.pi * freq * coord)
-    img = np.tile(wave, (side, 1)) if vertical_stripes else np.tile(wave[:, None], (1, side))
-    return Image.fromarray(img.astype(np.uint8)).convert("RGB")
+def _grating(side: int, freq: float, angle: float) -> Image.Image:
+    """Sinusoidal stripes of ``freq`` cycles/pixel whose wave vector points at ``angle`` (radians from
+    the x axis, y pointing down the rows)."""
+    y, x = np.mgrid[0:side, 0:side]
+    wave = 128 + 100 * np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)))
+    return Image.fromarray(wave.astype(np.uint8)).convert("RGB")
 
 
 ALL = [Gist(), Gist(color=True), PerceptualHash(), PerceptualHash(kind="dhash"), ColorHistogram(), RandomDescriptor()]
@@ -107,14 +108,15 @@ def test_gist_is_insensitive_to_uniform_brightness_scaling(photos):
     assert np.linalg.norm(a - b) < 0.3 * np.linalg.norm(a - other)
 
 
-@pytest.mark.parametrize("vertical, orientation", [(True, 0), (False, 4)])
-def test_gist_filter_bank_responds_at_the_grating_scale_and_orientation(vertical, orientation):
-    # 0.25 cycles/pixel is the centre of scale 0; stripes varying along x excite orientation 0,
-    # stripes varying along y orientation pi/2 (index 4 of 8)
+@pytest.mark.parametrize("orientation", range(8))
+def test_gist_filter_bank_responds_at_the_grating_scale_and_orientation(orientation):
+    # 0.25 cycles/pixel is the centre of scale 0, 0.25 / 4 of scale 2; orientation o of 8 is the wave
+    # vector at o * pi / 8 (a diagonal at pi / 4 and one at 3 pi / 4 are told apart)
     gist = Gist(size=64, grid=1)
-    energy = gist.describe([_grating(64, 0.25, vertical)])[0].reshape(4, 8)
+    angle = orientation * np.pi / 8
+    energy = gist.describe([_grating(64, 0.25, angle)])[0].reshape(4, 8)
     assert np.unravel_index(energy.argmax(), energy.shape) == (0, orientation)
-    coarse = gist.describe([_grating(64, 0.25 / 4, vertical)])[0].reshape(4, 8)
+    coarse = gist.describe([_grating(64, 0.25 / 4, angle)])[0].reshape(4, 8)
     assert np.unravel_index(coarse.argmax(), coarse.shape) == (2, orientation)
 
 

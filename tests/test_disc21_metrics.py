@@ -218,3 +218,124 @@ def test_metric_plugin_on_retrieval():
     assert Disc21Metrics().protocol == "disc21-official"
     with pytest.raises(ValueError):
         Disc21Metrics("bogus")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- linear-time counting helpers
+
+from harness_plugins.disc21.metrics import _count_above_equal, _digit_codes, _smallest_duplicate  # noqa: E402
+
+SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 1.0, 1.0 + 2**-52, 1 - 2**-53, -1.0, 1e308, -1e308, 1.7976931348623157e308, -1.7976931348623157e308]
+
+
+def slow_above_equal(values, x):
+    return [sum(1 for v in x if v > u) for u in values], [sum(1 for v in x if v == u) for u in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=False, allow_infinity=False), st.integers(-3, 3).map(float)), max_size=40),
+    st.lists(st.one_of(st.sampled_from(SPECIAL), st.floats(allow_nan=False, allow_infinity=False), st.integers(-3, 3).map(float)), min_size=1, max_size=12),
+)
+def test_count_above_equal_matches_definition(x, values):
+    u = np.unique(np.array(values))  # ascending, distinct (-0.0 == 0.0)
+    above, equal = _count_above_equal(u, np.array(x, dtype=np.float64))
+    assert (above.tolist(), equal.tolist()) == slow_above_equal(u.tolist(), x)
+
+
+@pytest.mark.parametrize("case", ["spread", "crowded", "ties", "outlier", "subnormal"])
+def test_count_above_equal_on_larger_inputs(case):
+    rng = np.random.default_rng(7)
+    x = {
+        "spread": rng.normal(size=20_000),
+        "crowded": 1 + rng.integers(0, 50, 20_000) * 2**-52,  # many values per bucket
+        "ties": np.round(rng.random(20_000), 2),
+        "outlier": np.r_[rng.random(20_000) * 1e-9, 1e300, -1e300],  # all but two in a bucket or two
+        "subnormal": rng.integers(0, 4, 20_000) * 5e-324,  # spread too small to bucket
+    }[case]
+    u = np.unique(rng.choice(x, 300))
+    above, equal = _count_above_equal(u, x)
+    srt = np.sort(x)
+    assert (above == len(x) - np.searchsorted(srt, u, side="right")).all()
+    assert (equal == np.searchsorted(srt, u, side="right") - np.searchsorted(srt, u, side="left")).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 40_000), st.integers(0, 3), st.sampled_from([10, 10**6, 2**62]))
+def test_smallest_duplicate_matches_sort(seed, n, n_dups, high):
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, high, n)
+    for _ in range(n_dups if n else 0):
+        keys[rng.integers(0, n)] = keys[rng.integers(0, n)]
+    srt = np.sort(keys)
+    dup = srt[1:][srt[1:] == srt[:-1]]
+    assert _smallest_duplicate(keys) == (int(dup[0]) if len(dup) else None)
+
+
+def test_smallest_duplicate_hostile_inputs():
+    assert _smallest_duplicate(np.zeros(10_000, dtype=np.int64)) == 0  # one key repeated
+    keys = np.arange(50_000, dtype=np.int64) << 40  # distinct keys differing in high bits only
+    assert _smallest_duplicate(keys) is None
+    keys[-1] = keys[123]
+    assert _smallest_duplicate(keys) == 123 << 40
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["Q", "R", "ab", "", "Z9x", "é"]),
+    st.integers(1, 20),
+    st.lists(st.integers(0, 10**20 - 1), min_size=1, max_size=30),
+    st.sampled_from([None, "short", "letter", "prefix", "unicode", "nul"]),
+)
+def test_digit_codes_agree_with_string_order(prefix, n_digits, numbers, spoil):
+    ids = [f"{prefix}{v % 10**n_digits:0{n_digits}d}" for v in numbers]
+    if spoil == "short":
+        ids.append(ids[0][:-1])
+    elif spoil == "letter":
+        ids.append(ids[0][:-1] + "x")
+    elif spoil == "prefix" and prefix:
+        ids.append("W" * len(prefix) + ids[0][len(prefix):])
+    elif spoil == "unicode":
+        ids.append(ids[0][:-1] + "\u0661")  # Arabic-Indic digit one: not ASCII
+    elif spoil == "nul":
+        ids.append(ids[0][:-1] + "\0")
+    arr = np.array(ids)
+    codes = _digit_codes([arr[:3], arr[3:]])
+    one_form = (spoil is None or (spoil == "prefix" and not prefix)) and prefix != "é"
+    if n_digits <= 18:  # longer digit runs only take the fast path when their leading digits agree
+        assert (codes is not None) == one_form, (ids, codes)
+    if codes is None:
+        return
+    flat = np.concatenate(codes)
+    for a, b, ca, cb in zip(ids, ids[1:], flat, flat[1:]):
+        assert (a < b) == (ca < cb) and (a == b) == (ca == cb)
+    (via_api,), _ = encode_ids(arr)
+    assert via_api.tolist() == flat.tolist() or len(flat) and flat.max() >= 10_000_000
+
+
+def test_scoring_accepts_strided_and_byte_swapped_ids():
+    q = np.array(["Q01", "Qxx", "Q02", "Qxx", "Q03", "Qxx"])[::2]
+    r = np.array(["R01", "R02", "R09"]).astype(">U3")
+    gt = Disc21GroundTruth.from_arrays(np.array(["Q01", "Q02", "Q03"]), np.array(["R01", "R02", ""]))
+    res = score_predictions(q, r, np.array([0.9, 0.8, 0.7]), gt)
+    assert res["micro_ap"] == 1.0 and res["n_predictions"] == 3
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_fast_equals_slow_above_hashing_threshold(seed, fixed):
+    """Enough predictions (> 4096) for the hashed duplicate rounds and bucketed counts to run."""
+    rng = np.random.default_rng(seed)
+    name = (lambda p, i: f"{p}{i:05d}") if fixed else (lambda p, i: f"{p}{i}")
+    gt_rows = [(name("Q", i), name("R", int(rng.integers(0, 900))) if rng.random() < 0.5 else "") for i in range(60)]
+    qi, ri = rng.integers(0, 80, 6000), rng.integers(0, 900, 6000)
+    hit = rng.random(6000) < 0.05
+    ri[hit & (qi < 60)] = [int(gt_rows[i][1][1:] or 0) for i in qi[hit & (qi < 60)]]
+    pairs = sorted({(name("Q", a), name("R", b)) for a, b in zip(qi.tolist(), ri.tolist())})
+    s = np.round(rng.random(len(pairs)), 2)
+    preds = [(q, r, float(v)) for (q, r), v in zip(pairs, s)]
+    for scorer in ("official", "isc2021"):
+        assert_same(fast_score(preds, gt_rows, scorer), slow_score(preds, gt_rows, scorer))
+    dup = preds + [preds[len(preds) // 2][:2] + (0.5,), preds[7][:2] + (0.1,)]
+    first = min(dup[len(preds) // 2], dup[7])[:2]
+    with pytest.raises(ValueError, match=rf"duplicate prediction \({first[0]}, {first[1]}\) at rows"):
+        fast_score(dup, gt_rows, "official")

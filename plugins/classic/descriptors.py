@@ -94,7 +94,7 @@ class Gist:
         orientations: int = 8,
         grid: int = 4,
         color: bool = False,
-        batch_size: int = 16,
+        batch_size: int = 8,
     ) -> None:
         if min(size, scales, orientations, grid, batch_size) < 1:
             raise UserError("gist: size, scales, orientations, grid and batch_size must be >= 1")
@@ -126,8 +126,8 @@ class Gist:
         x = (x / (0.2 + local_std)).astype(np.float32)
         spectrum = fft.fft2(x, workers=-1)  # (n, side, side) complex64
         bank = _gabor_bank(side, self.scales, self.orientations)
-        energy = np.abs(fft.ifft2(spectrum[:, None] * bank[None], workers=-1))  # (n, k, side, side)
-        energy = energy[..., p : p + self.size, p : p + self.size]
+        response = fft.ifft2(spectrum[:, None] * bank[None], workers=-1, overwrite_x=True)  # (n, k, side, side)
+        energy = np.abs(response[..., p : p + self.size, p : p + self.size])
         feats = [_grid_mean(energy, self.grid).reshape(n, -1)]
         if self.color:
             rgb = _square(images, self.size, "RGB").astype(np.float32) / 255.0

@@ -41,39 +41,48 @@ def _digit_codes(arrays: list[np.ndarray]) -> list[np.ndarray] | None:
     Such ids map one-to-one to the integer value of their digits. Returns None when the ids do not
     all share one such form (the caller falls back to a sort-based factorization).
     """
+    if any(len(a) and a.dtype.itemsize == 0 for a in arrays):
+        return None
     mats = [a.view(np.uint32).reshape(len(a), -1) for a in arrays if len(a)]
     if not mats:
         return [np.zeros(0, dtype=np.int64) for _ in arrays]
     width = mats[0].shape[1]
-    if any(m.shape[1] != width for m in mats):
-        return None
-    # per character column, over all ids (1-D column reductions are much faster than axis=0 ones)
-    lo = np.array([min(int(m[:, c].min()) for m in mats) for c in range(width)])
-    hi = np.array([max(int(m[:, c].max()) for m in mats) for c in range(width)])
-    if lo.min() == 0:
-        return None  # some ids are shorter (numpy pads them with NUL)
-    is_digit = (lo >= 48) & (hi <= 57)
+    if any(m.shape[1] != width for m in mats) or max(int(m.max()) for m in mats) > 127:
+        return None  # different lengths, or not ASCII (the byte copies below would wrap)
+    chars = [m.astype(np.uint8) for m in mats]  # (n, width), one byte per character
+    # The form is the first id's: its trailing digits (at most 18, for int64), after a prefix.
+    template = chars[0][0]
+    digit = (template >= 48) & (template <= 57)
     n_digits = 0
-    while n_digits < width and is_digit[width - 1 - n_digits]:
+    while n_digits < width and digit[width - 1 - n_digits]:
         n_digits += 1
-    n_digits = min(n_digits, 18)  # int64
+    n_digits = min(n_digits, 18)
     prefix = width - n_digits
-    if n_digits == 0 or not (lo[:prefix] == hi[:prefix]).all():
-        return None  # no digit suffix, or the prefix varies
-    # Horner's rule on the raw character codes in unsigned (wrapping) arithmetic, then one subtraction
-    # of the '0' offsets: exact modulo 2**bits, and the true value fits (<= 9 digits in uint32).
+    if n_digits == 0:
+        return None
+    # Every id has that form iff its prefix equals the template's and it has no other non-digit
+    # (NUL padding of a shorter id counts as one): checked on the flat bytes, not per column.
+    prefix_non_digits = int(np.count_nonzero(~digit[:prefix]))
+    for c in chars:
+        if np.count_nonzero(c.ravel() - np.uint8(48) > 9) != len(c) * prefix_non_digits:
+            return None
+        if not all((c[:, i] == template[i]).all() for i in range(prefix)):
+            return None
+    # Horner's rule on the character codes in unsigned (wrapping) arithmetic, then one subtraction of
+    # the '0' offsets: exact modulo 2**bits, and the true value fits (<= 9 digits in uint32).
     acc_t = np.uint32 if n_digits <= 9 else np.uint64
     offset = acc_t(sum(48 * 10**k for k in range(n_digits)) % (1 << (8 * np.dtype(acc_t).itemsize)))
+    found = iter(chars)
     out = []
     for a in arrays:
         if not len(a):
             out.append(np.zeros(0, dtype=np.int64))
             continue
-        m = a.view(np.uint32).reshape(len(a), -1)
-        acc = m[:, prefix].astype(acc_t)
-        for c in range(prefix + 1, width):
+        c = next(found)
+        acc = c[:, prefix].astype(acc_t)
+        for i in range(prefix + 1, width):
             acc *= acc_t(10)
-            acc += m[:, c]
+            acc += c[:, i]
         acc -= offset
         out.append(acc.astype(np.int64))
     return out
@@ -100,26 +109,26 @@ def encode_ids(*arrays: np.ndarray) -> tuple[list[np.ndarray], int]:
 
 # ------------------------------------------------------------------------------ linear-time counting
 
-#: Odd 64-bit multipliers (golden ratio and two murmur/xxhash constants): one per counting round.
-_HASH_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+#: Odd 64-bit multipliers (golden ratio, murmur/xxhash constants): one per counting round.
+_HASH_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
 
 
 def _smallest_duplicate(keys: np.ndarray) -> int | None:
     """Smallest value occurring more than once in non-negative int64 ``keys``, or None.
 
-    Each round hashes the keys into a table 4-8x their number and keeps only those sharing a slot:
-    every duplicate stays, ~80% of distinct keys leave. Only the few left are sorted. Inputs that
+    Each round hashes the keys into a table 2-4x their number and keeps only those sharing a slot:
+    every duplicate stays, 60-80% of distinct keys leave. Only the few left are sorted. Inputs that
     defeat the hash are still exact, just sorted whole.
     """
     k = np.ascontiguousarray(keys, dtype=np.int64)
     for mult in _HASH_MULTIPLIERS:
         if len(k) < 4096:
             break
-        bits = min(max(len(k).bit_length() + 2, 12), 22)
+        bits = min(max(len(k).bit_length() + 1, 12), 20)  # 2-4 slots per key; 8 MB table at most
         slot = ((k.view(np.uint64) * np.uint64(mult)) >> np.uint64(64 - bits)).view(np.int64)
         shared = np.bincount(slot, minlength=1 << bits)[slot] > 1
         before = len(k)
-        k = k[shared]
+        k = np.compress(shared, k)  # a random boolean mask as an index is ~6x slower (branchy)
         if 2 * len(k) > before:
             break  # many true duplicates (or a hostile input): sorting is as good
     srt = np.sort(k)
@@ -130,20 +139,21 @@ def _smallest_duplicate(keys: np.ndarray) -> int | None:
 def _count_above_equal(values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For ascending distinct finite ``values``: how many of the finite ``x`` are ``>`` and ``==`` each.
 
-    Equivalent to ``np.searchsorted(np.sort(x), values)`` counts, without sorting ``x`` or binary
-    searching it: x and values go to buckets by a monotone map (so a higher bucket means a larger
-    number); a value alone in its bucket needs one exact comparison per x falling there. Buckets
-    holding several values (rare: 16x more buckets than values) fall back to ``np.searchsorted``.
+    Same counts as binary searches of ``values`` in ``np.sort(x)``, without sorting ``x`` or binary
+    searching at all: x and values go to buckets by one monotone map (a higher bucket holds larger
+    numbers), so an x needs one exact comparison, with the value sharing its bucket if any, else with
+    the next larger value. Buckets holding several values (rare: 16x more buckets than values) fall
+    back to ``np.searchsorted`` for their x.
     """
     m, n = len(values), len(x)
-    if m == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    lo = min(float(values[0]), float(x.min())) * 0.5 if n else float(values[0]) * 0.5
-    hi = max(float(values[-1]), float(x.max())) * 0.5 if n else float(values[-1]) * 0.5
+    if m == 0 or n == 0:
+        return np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    lo = min(float(values[0]), float(x.min())) * 0.5
+    hi = max(float(values[-1]), float(x.max())) * 0.5
     n_buckets = 1 << min(max(m.bit_length() + 4, 10), 20)
     with np.errstate(divide="ignore", over="ignore"):
         scale = (n_buckets - 1) / (hi - lo) if hi > lo else 0.0  # halves: hi - lo cannot overflow
-
+    ext = np.append(values, np.inf)  # x is finite: never equal to, always below the sentinel
     if np.isfinite(scale):
 
         def bucket(v: np.ndarray) -> np.ndarray:
@@ -152,23 +162,26 @@ def _count_above_equal(values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
             b -= lo
             b *= scale
             np.minimum(b, n_buckets - 1, out=b)
-            return b.astype(np.int64)
+            return b.astype(np.intp)
 
         per_bucket = np.bincount(bucket(values), minlength=n_buckets)
         below = np.cumsum(per_bucket) - per_bucket  # values in lower buckets: all smaller than x there
         bx = bucket(x)
-        left = below[bx]  # -> number of values < x, once x is compared with the value in its bucket
-        ext = np.append(values, np.inf)
-        left += ext[left] < x  # ext[left] is x's bucket's value, or a larger one if it has none
+        left = below[bx]  # the value in x's bucket, or the next larger one when it has none
+        candidate = ext[left]
+        equal = candidate == x
+        left += candidate < x  # -> number of values < x
         if per_bucket.max() > 1:
             crowded = np.flatnonzero(per_bucket[bx] > 1)
             left[crowded] = np.searchsorted(values, x[crowded])
+            equal[crowded] = ext[left[crowded]] == x[crowded]
     else:  # values too close together to bucket (subnormal spread)
         left = np.searchsorted(values, x)
-        ext = np.append(values, np.inf)
-    equal_at = left[ext[left] == x]
-    above = n - np.cumsum(np.bincount(left, minlength=m + 1))[:m]  # x with more than j values below
-    return above, np.bincount(equal_at, minlength=m + 1)[:m]
+        equal = ext[left] == x
+    # one count per (number of values below, equal): x above value j have more than j values below
+    counts = np.bincount(2 * left + equal, minlength=2 * (m + 1)).reshape(m + 1, 2)
+    above = n - np.cumsum(counts.sum(axis=1))[:m]
+    return above, counts[:m, 1]
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -225,20 +238,24 @@ def score_predictions(
         i, j = np.flatnonzero(pair_key == key)[:2]
         raise ValueError(f"duplicate prediction ({query_ids[i]}, {reference_ids[i]}) at rows {i} and {j}")
 
+    # Per query code: its GT reference, -1 if listed without one, -2 if not listed ("official" only).
+    gt_ref = np.full(nq_codes, -2 if scorer == "official" else -1, dtype=np.int64)
+    gt_ref[gq] = -1
+    gt_ref[gpq] = gpr
+    ref_of = gt_ref[pq]
+    # "official" drops unlisted queries' predictions: they are never true positives nor share a
+    # query with one, so leaving them out of the score counts is all it takes.
+    ranked = scores
     if scorer == "official":
-        listed = np.zeros(nq_codes, dtype=bool)
-        listed[gq] = True
-        keep = listed[pq]
+        keep = ref_of != -2
         if not keep.all():
-            pq, pr, scores = pq[keep], pr[keep], scores[keep]
-    n = len(scores)
+            ranked = np.compress(keep, scores)
+    n = len(ranked)
     if n == 0 or n_gt == 0:
         return _empty_result(n, n_gt, scorer)
 
     # Label: the prediction's reference is its query's GT reference (at most one per query).
-    gt_ref = np.full(nq_codes, -1, dtype=np.int64)
-    gt_ref[gpq] = gpr
-    tp = np.flatnonzero(gt_ref[pq] == pr)
+    tp = np.flatnonzero(ref_of == pr)
     n_tp = len(tp)
     s_tp = scores[tp]
 
@@ -246,12 +263,14 @@ def score_predictions(
     # higher, then the negatives tied with it, then the positives tied with it.
     tp_order = np.argsort(-s_tp, kind="stable")  # only the true positives
     s_sorted = s_tp[tp_order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]]) if n_tp else np.zeros(0, np.int64)
-    run = np.cumsum(np.r_[False, s_sorted[1:] != s_sorted[:-1]]) if n_tp else np.zeros(0, np.int64)
-    above, tied = _count_above_equal(s_sorted[starts][::-1], scores)  # per distinct TP score, ascending
-    value_index = len(starts) - 1 - run  # each sorted TP's distinct score, as an index into those
+    new_value = np.ones(n_tp, dtype=bool)
+    new_value[1:] = s_sorted[1:] != s_sorted[:-1]
+    starts = np.flatnonzero(new_value)  # runs of tied positives: first index of each
+    run = np.cumsum(new_value) - 1  # each sorted positive's run
+    above, tied = _count_above_equal(s_sorted[starts][::-1], ranked)  # per distinct TP score, ascending
+    value_index = len(starts) - 1 - run  # each sorted positive's score, as an index into those
     tp_above = starts[run]  # positives strictly higher
-    tp_tied = np.diff(np.r_[starts, n_tp])[run]
+    tp_tied = np.diff(np.append(starts, n_tp))[run]
     within = np.arange(n_tp) - tp_above  # index among the tied positives
     position = above[value_index] + (tied[value_index] - tp_tied) + within  # 0-based
     n_true = np.arange(1, n_tp + 1)  # true positives up to and including this one
@@ -267,11 +286,12 @@ def score_predictions(
         r_p90, thr = (0.0 if scorer == "official" else None), None
 
     # Rank of each predicted GT pair among its query's predictions (ties pessimistic).
+    tp_query = pq[tp]
     pos_score = np.full(nq_codes, np.inf)
-    pos_score[pq[tp]] = s_tp
+    pos_score[tp_query] = s_tp
     at_least = scores >= pos_score[pq]
-    per_query = np.bincount(pq[at_least], minlength=nq_codes)
-    rank = per_query[pq[tp]] - 1
+    per_query = np.bincount(np.compress(at_least, pq), minlength=nq_codes)
+    rank = per_query[tp_query] - 1
     return {
         "micro_ap": micro_ap,
         "recall_at_p90": r_p90,

@@ -286,7 +286,8 @@ class FaissIndex:
         if index.metric_type != self._faiss_metric():
             raise UserError(f"{path}: index metric does not match metric {self.metric!r}")
         if self.exact:
-            index = faiss.downcast_index(index)
+            # read_index returns the most derived type and owns the memory: no downcast (the
+            # downcast wrapper does not own it, and the owner would be freed under our view).
             if not isinstance(index, faiss.IndexFlat):
                 raise UserError(f"{path}: expected a Flat index, found {type(index).__name__}")
             n, d = int(index.ntotal), int(index.d)

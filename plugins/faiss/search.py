@@ -7,7 +7,8 @@ Conventions shared by every function here:
 - ``metric="l2"``: score = -squared L2 distance; ``metric="ip"``: score = inner product. Higher is
   better, as in :class:`harness.parts.Neighbors`.
 - The database is streamed in blocks of ``block_size`` rows, each searched with ``faiss.knn`` (all
-  cores, BLAS), so the extra memory is O(K + nq * block-level k), never O(nq * nb).
+  cores, BLAS), so the extra memory is O(K + nq * k_block) for a small per-block depth
+  k_block, never O(nq * nb).
 - Ties are deterministic and independent of ``block_size``: among equal scores, the lower query
   index wins, then the lower database index. The functions guarantee this even where faiss picks
   arbitrarily among tied candidates, by asking faiss for more neighbours of the affected queries
@@ -45,10 +46,11 @@ def global_top_k(
     database index; a query may get 0 or many pairs. ``k >= nq * nb`` returns every pair.
 
     How: each database block is searched with ``faiss.knn`` for a few neighbours per query
-    (about ``8 k / nq``, see :func:`_first_depth`); a running global top-K gives the current K-th best score ``tau``. A query
-    whose last returned neighbour still scores ``>= tau`` may have more qualifying pairs in the
-    block, so only those queries are searched again with 4x more neighbours, until none is
-    "saturated". The result is exact. ``progress(rows)`` is called after each block with the
+    (about ``8 k / nq``, see :func:`_first_depth`); a running global top-K gives the current K-th
+    best score ``tau``. A query whose last returned neighbour still scores ``>= tau`` may have more
+    qualifying pairs in the block, so only those queries are searched again with 4x more
+    neighbours, until none is "saturated". The result is exact. Extra memory: the running top-K
+    plus one block's candidates, O(k + nq * 8k/nq) in practice. ``progress(rows)`` is called after each block with the
     number of database rows it held.
     """
     queries, database = _check_inputs(queries, database, metric)
@@ -106,7 +108,10 @@ def knn_search(
         for b0 in range(0, nb, block_size):
             block = database[b0 : b0 + block_size]
             s, i = _block_topk(_flat_knn_fn(queries, block, metric, offset=b0), nq, k, len(block))
-            best_s, best_i = _row_topk(np.hstack([best_s, s]), np.hstack([best_i, i]), k)
+            if best_s.shape[1] == 0:  # first block: already in (score desc, index asc) order
+                best_s, best_i = s, i
+            else:
+                best_s, best_i = _row_topk(np.hstack([best_s, s]), np.hstack([best_i, i]), k)
     pad = k - best_s.shape[1]
     if pad > 0:
         best_s = np.hstack([best_s, np.full((nq, pad), -np.inf, dtype=np.float32)])
@@ -199,12 +204,6 @@ def _flat_knn_fn(queries: np.ndarray, block: np.ndarray, metric: str, offset: in
         return scores, np.where(idx >= 0, idx + offset, -1)
 
     return search
-
-
-def knn_scores(dist: np.ndarray, idx: np.ndarray, metric: str) -> np.ndarray:
-    """faiss distances -> scores (higher = better), padding (index -1) -> -inf."""
-    scores = (-dist if metric == "l2" else dist).astype(np.float32, copy=False)
-    return np.where(idx >= 0, scores, np.float32(-np.inf))
 
 
 def _row_topk(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
