@@ -93,6 +93,8 @@ def _batched(descriptor: Any, items: Sequence[Item], batch_size: int, workers: i
     import torch
     from torch.utils.data import DataLoader
 
+    # a descriptor may bring its own collate (e.g. a list of differently sized tensors for aspect-preserving
+    # resizes, which the default collate cannot stack)
     loader = DataLoader(
         _ItemDataset(items, descriptor.preprocess),
         batch_size=batch_size,
@@ -100,11 +102,14 @@ def _batched(descriptor: Any, items: Sequence[Item], batch_size: int, workers: i
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
+        collate_fn=getattr(descriptor, "collate", None),
     )
     chunks = []
+    start = 0
     with torch.inference_mode():
         for batch in loader:
-            n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+            n = min(batch_size, len(items) - start)  # batches arrive in order, all full but the last
             chunks.append(_check(descriptor.forward(batch), n))
+            start += n
             advance(n)
     return chunks

@@ -390,44 +390,72 @@ def read_rankings_npy(
     if ranks.dtype.kind == "u" and ranks.size and ranks.max() > np.iinfo(np.int64).max:
         raise SubmissionError(path, "ids over the int64 range")
     ranks = ranks.astype(np.int64, copy=False)
-    if ranks.size and ranks.min() < 0:
+    if not ranks.size:
+        return ranks
+    lo = int(ranks.min())
+    if lo < 0:
         k, q = np.argwhere(ranks < 0)[0]
         raise SubmissionError(path, f"negative id {ranks[k, q]}", where=f"column {q}, row {k}")
-    col = first_duplicate_column(ranks)
+    col = _first_duplicate_column(ranks, lo, int(ranks.max()))
     if col is not None:
         q, k, v = col
         raise SubmissionError(path, f"id {v} appears more than once in the ranking", where=f"column {q}, row {k}")
     return ranks
 
 
-def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
-    """(column, row, id) of the first id repeated within a column of (K, nq) ``ranks``, or None.
+#: Scratch for one group of columns copied out contiguously (16 columns of R1M rankings).
+_COLUMN_BLOCK_BYTES = 128 * MB
 
-    Ids are usually bounded by the database size, so each column is checked in linear time with a
-    byte mark per id (small enough to stay in cache): K distinct ids mark K bytes. Columns with huge
-    ids fall back to a sort.
+
+def first_duplicate_column(ranks: np.ndarray) -> tuple[int, int, int] | None:
+    """(column, row, id) of the first id repeated within a column of (K, nq) integer ``ranks``, or None.
+
+    "First": the lowest column holding a repeat; in it, the lowest row whose id occurs above it.
     """
-    k = ranks.shape[0]
+    if not ranks.size:
+        return None
+    return _first_duplicate_column(ranks, int(ranks.min()), int(ranks.max()))
+
+
+def _first_duplicate_column(ranks: np.ndarray, lo: int, hi: int) -> tuple[int, int, int] | None:
+    """:func:`first_duplicate_column`, given the smallest and largest id.
+
+    Ids usually span about the database size, so a column is checked in linear time by marking its
+    ids in a flag array of that span (1 MB at R1M size, so it stays in cache) and counting the
+    flags. Columns of a C-ordered array are strided (each id on its own cache line), so groups of
+    columns are first copied out contiguously in cache-sized row blocks. Ids spanning far more than
+    K fall back to a sort per column.
+    """
+    k, nq = ranks.shape
     if k < 2:
         return None
-    top = int(ranks.max()) + 1 if ranks.size else 0
-    mark = np.zeros(top, dtype=np.uint8) if top <= max(4 * k, 1 << 22) else None
-    for q in range(ranks.shape[1]):  # one column at a time: memory stays O(K)
-        col = ranks[:, q]
-        if mark is not None:
-            mark[:] = 0
-            mark[col] = 1
-            if int(np.count_nonzero(mark)) == k:
-                continue
-        else:
-            srt = np.sort(col)
-            if not (srt[1:] == srt[:-1]).any():
-                continue
-        _, first, counts = np.unique(col, return_index=True, return_counts=True)
-        seconds = [int(np.flatnonzero(col == col[first[i]])[1]) for i in np.flatnonzero(counts > 1)]
-        row = min(seconds)
-        return q, row, int(col[row])
+    span = hi - lo + 1
+    mark = np.zeros(span, dtype=bool) if span <= max(4 * k, 1 << 22) else None
+    group = max(1, min(nq, _COLUMN_BLOCK_BYTES // (k * ranks.itemsize)))
+    for start in range(0, nq, group):
+        for j, col in enumerate(_columns(ranks, start, min(start + group, nq))):
+            if mark is not None:
+                mark.fill(False)
+                mark[col - lo if lo else col] = True
+                if np.count_nonzero(mark) == k:
+                    continue
+            else:
+                srt = np.sort(col)
+                if not (srt[1:] == srt[:-1]).any():
+                    continue
+            _, row = _first_duplicate(col)  # type: ignore[misc]  # a repeat exists
+            return start + j, row, int(col[row])
     return None
+
+
+def _columns(a: np.ndarray, start: int, stop: int, block_rows: int = 16384) -> np.ndarray:
+    """Columns ``start:stop`` of 2-D ``a`` as the rows of a C-contiguous array (a view if already so)."""
+    if a.flags.f_contiguous:
+        return a[:, start:stop].T
+    out = np.empty((stop - start, a.shape[0]), dtype=a.dtype)
+    for r in range(0, a.shape[0], block_rows):  # blocks: each source cache line is read once
+        out[:, r : r + block_rows] = a[r : r + block_rows, start:stop].T
+    return out
 
 
 # ------------------------------------------------------------------------------------------ revisitop

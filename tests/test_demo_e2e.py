@@ -55,3 +55,17 @@ def test_demo_small_end_to_end_then_cached(tmp_path):
     assert chance.returncode == 0, chance.stderr
     chance_ap = json.loads(chance.stdout)["metrics"]["disc21"]["values"]["micro_ap"]
     assert values["micro_ap"] > chance_ap + 0.2, (values["micro_ap"], chance_ap)
+
+
+@pytest.mark.slow
+def test_demo_small_with_a_random_init_timm_network(tmp_path):
+    """The neural path of the runner: a timm model (random init, no download), aspect-preserving resize
+    (mixed tensor shapes in a batch), loader worker processes."""
+    res = _run(tmp_path, "--set", "descriptor={name: timm, model: test_resnet, size: 64, resize: short_side}",
+               "--set", "extraction={workers: 1, batch_size: 8}", "--set", "postprocess=[{name: l2_normalize}]")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert 0.0 <= doc["metrics"]["disc21"]["values"]["micro_ap"] <= 1.0
+    assert doc["environment"]["cuda_available"] is not None  # torch was loaded, so it was asked
+    part = next(p for p in doc["plugins"] if p["part"] == "descriptor:timm")
+    assert part["plugin"] == "timm" and part["package"] == "harness"
