@@ -8,10 +8,14 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from harness import submissions
 from harness.errors import SubmissionError
 from harness.submissions import (
     check_file,
+    first_duplicate_column,
     read_descriptor_h5,
     read_matching_csv,
     read_pairs_csv,
@@ -231,6 +235,59 @@ def test_npy_object_npz_and_garbage(tmp_path):
     np.save(short, np.zeros((100, 3), np.int64))
     short.write_bytes(short.read_bytes()[:-80])
     rejected(read_rankings_npy, short, "cannot read array", n_queries=3)
+
+
+def slow_first_duplicate_column(ranks):
+    for q in range(ranks.shape[1]):
+        seen = set()
+        for k, v in enumerate(ranks[:, q].tolist()):
+            if v in seen:
+                return q, k, v
+            seen.add(v)
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1), st.integers(0, 40), st.integers(1, 7), st.sampled_from([3, 60, 10**6, 2**40]),
+    st.sampled_from([0, 1000]), st.booleans(), st.integers(1, 3),
+)
+def test_first_duplicate_column_matches_slow(seed, k, nq, high, offset, fortran, group):
+    rng = np.random.default_rng(seed)
+    ranks = rng.integers(0, high, (k, nq)) + offset
+    if k > 5 and rng.random() < 0.5:  # columns of distinct ids, with a repeat planted here and there
+        ranks = np.stack([rng.permutation(max(k, 60))[:k] for _ in range(nq)], axis=1) + offset
+        for _ in range(int(rng.integers(0, 3))):
+            q = int(rng.integers(0, nq))
+            ranks[rng.integers(0, k), q] = ranks[rng.integers(0, k), q]
+    if fortran:
+        ranks = np.asfortranarray(ranks)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(submissions, "_COLUMN_BLOCK_BYTES", group * max(k, 1) * 8)  # several column groups
+        assert first_duplicate_column(ranks) == slow_first_duplicate_column(ranks)
+
+
+def test_columns_copies_in_row_blocks():
+    a = np.arange(7 * 50).reshape(50, 7)
+    for start, stop in ((0, 7), (2, 5), (6, 7)):
+        assert (submissions._columns(a, start, stop, block_rows=8) == a[:, start:stop].T).all()
+    scratch = np.empty((3, 50), dtype=a.dtype)
+    assert (submissions._columns(a, 4, 7, scratch, block_rows=16) == a[:, 4:7].T).all()
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_npy_duplicate_found_deep_in_a_large_ranking(tmp_path, order):
+    rng = np.random.default_rng(3)
+    ranks = np.stack([rng.permutation(60_000) for _ in range(5)], axis=1)  # rows span several blocks
+    ranks[45_000, 3] = ranks[44_999, 3]
+    ranks[50_000, 4] = ranks[7, 4]
+    path = tmp_path / "big.npy"
+    np.save(path, np.asarray(ranks, order=order))
+    reason = f"id {ranks[44_999, 3]} appears more than once"
+    rejected(read_rankings_npy, path, reason, "column 3, row 45000", n_queries=5)
+    ranks[45_000, 3] = ranks[44_999, 3] + 60_000
+    np.save(path, np.asarray(ranks, order=order))
+    rejected(read_rankings_npy, path, f"id {ranks[7, 4]} appears more than once", "column 4, row 50000", n_queries=5)
 
 
 # ------------------------------------------------------------------------------------ revisitop gnd

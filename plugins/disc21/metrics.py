@@ -1,6 +1,6 @@
 """DISC21 metrics (protocols.md §1): micro-AP, recall at precision 0.9, recall at rank 1 and 10.
 
-Linear time, no comparison sort over the predictions (sorting 500,000 values costs ~50 ms on the
+Linear time, no comparison sort over the predictions (sorting 500,000 values costs 25-50 ms on the
 target machine, as much as all the rest together):
 
 - ids become integer codes, read straight from the characters when they have the DISC21 form
@@ -126,7 +126,7 @@ def _smallest_duplicate(keys: np.ndarray) -> int | None:
             break
         bits = min(max(len(k).bit_length() + 1, 12), 20)  # 2-4 slots per key; 8 MB table at most
         slot = ((k.view(np.uint64) * np.uint64(mult)) >> np.uint64(64 - bits)).view(np.int64)
-        shared = np.bincount(slot, minlength=1 << bits)[slot] > 1
+        shared = (np.bincount(slot, minlength=1 << bits) > 1)[slot]  # gathers from 1 byte/slot, not 8
         before = len(k)
         k = np.compress(shared, k)  # a random boolean mask as an index is ~6x slower (branchy)
         if 2 * len(k) > before:
