@@ -56,6 +56,14 @@ def test_demo_small_end_to_end_then_cached(tmp_path):
     chance_ap = json.loads(chance.stdout)["metrics"]["disc21"]["values"]["micro_ap"]
     assert values["micro_ap"] > chance_ap + 0.2, (values["micro_ap"], chance_ap)
 
+    # the shuffled baseline: the same descriptors, the database rows permuted
+    shuffled = _run(tmp_path, "--set", "postprocess=[{name: pca_whiten, dim: 128}, {name: l2_normalize}, "
+                    "{name: shuffle_database, seed: 1}]")
+    assert shuffled.returncode == 0, shuffled.stderr
+    shuffled_doc = json.loads(shuffled.stdout)
+    assert {s["stage"]: s["status"] for s in shuffled_doc["stages"]}["describe:database"] == "cached"
+    assert values["micro_ap"] > shuffled_doc["metrics"]["disc21"]["values"]["micro_ap"] + 0.2
+
 
 @pytest.mark.slow
 def test_demo_small_with_a_random_init_timm_network(tmp_path):

@@ -19,7 +19,7 @@ def correlated(rng, n, d):
 
 
 def test_registry_and_contract():
-    assert set(POSTPROCESSORS) == {"pca", "pca_whiten", "l2_normalize", "truncate", "score_norm"}
+    assert set(POSTPROCESSORS) == {"pca", "pca_whiten", "l2_normalize", "truncate", "score_norm", "shuffle_database"}
     for factory in POSTPROCESSORS.values():
         assert factory.version == "1"
     assert isinstance(PCA(4), Postprocessor)
@@ -132,3 +132,21 @@ def test_score_norm_parameter_errors():
         ScoreNorm(beta=1.0)
     with pytest.raises(UserError, match="at least 10 training vectors"):
         ScoreNorm(n=10).fit(np.zeros((5, 3), np.float32))
+
+
+def test_shuffle_database_permutes_only_the_database():
+    step = POSTPROCESSORS["shuffle_database"](seed=3)
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    step.fit(None)
+    assert np.array_equal(step.apply(x, "queries"), x)
+    shuffled = step.apply(x, "database")
+    assert not np.array_equal(shuffled, x)
+    assert np.array_equal(np.sort(shuffled, axis=0), x)  # the same rows, reordered
+    assert np.array_equal(shuffled, POSTPROCESSORS["shuffle_database"](seed=3).apply(x, "database"))
+
+
+def test_stateless_steps_do_not_ask_for_training_data():
+    for name in ("l2_normalize", "truncate", "shuffle_database"):
+        assert POSTPROCESSORS[name].needs_training is False, name
+    for name in ("pca", "pca_whiten", "score_norm"):
+        assert getattr(POSTPROCESSORS[name], "needs_training", True) is True, name

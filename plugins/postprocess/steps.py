@@ -119,6 +119,7 @@ class L2Normalize:
     """L2 normalization of every descriptor (all-zero rows stay zero)."""
 
     version = "1"
+    needs_training = False  # stateless: the runner need not describe the train split for it
 
     def fit(self, train: np.ndarray | None) -> None:
         pass
@@ -134,6 +135,7 @@ class Truncate:
     """Dimensionality cap: keep the first ``dim`` components (DISC21 allows at most 256)."""
 
     version = "1"
+    needs_training = False  # stateless: the runner need not describe the train split for it
 
     def __init__(self, dim: int = 256) -> None:
         self.dim = _check_dim(dim, "truncate")
@@ -215,10 +217,35 @@ class ScoreNorm:
         return np.ascontiguousarray(np.hstack([np.asarray(x, np.float32), extra[:, None].astype(np.float32)]))
 
 
+class ShuffleDatabase:
+    """Chance baseline: permute the database descriptors, so every reference gets another's vector.
+
+    The score distribution, the dimensions and everything else stay as they were; only the link between a
+    reference id and its content is broken. A track's metrics under this step are its shuffled baseline.
+    """
+
+    version = "1"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    needs_training = False
+
+    def fit(self, train: np.ndarray | None) -> None:
+        pass
+
+    def apply(self, x: np.ndarray, role: str) -> np.ndarray:
+        x = _matrix(x, "shuffle_database")
+        if role != "database":
+            return x
+        return np.ascontiguousarray(x[np.random.default_rng(self.seed).permutation(len(x))])
+
+
 POSTPROCESSORS = {
     "pca": PCA,
     "pca_whiten": PCAWhiten,
     "l2_normalize": L2Normalize,
     "truncate": Truncate,
     "score_norm": ScoreNorm,
+    "shuffle_database": ShuffleDatabase,
 }
