@@ -263,9 +263,9 @@ class Run:
         (work / "images").mkdir()
         manifest = []
         with self.reporter.task(f"queries ({name})", len(items)) as advance:
-            for it in items:
+            for i, it in enumerate(items):
                 image = transform(it.load(), derive_rng(self.spec.seed, it.id, name))
-                path = work / "images" / f"{it.id}.png"
+                path = work / "images" / f"{i:08d}.png"  # ids may hold '/' (revisitop1m): files go by position
                 image.convert("RGB").save(path, format="PNG")  # lossless: the exact pixels are the query
                 manifest.append(it.id)
                 advance(1)
@@ -275,7 +275,7 @@ class Run:
     @staticmethod
     def _load_query_items(entry: Path) -> list[Item]:
         ids = json.loads((entry / "ids.json").read_text())
-        return [Item(i, str(entry / "images" / f"{i}.png")) for i in ids]
+        return [Item(id_, str(entry / "images" / f"{i:08d}.png")) for i, id_ in enumerate(ids)]
 
     def _describe(self, work: Path, role: str, descriptor: Any, items: list[Item], key: str) -> dict[str, Any]:
         """Extract in shards, each its own cache entry, so an interrupted extraction resumes."""
