@@ -2,8 +2,11 @@
 
 Definitions, per query and protocol (positives ; ignored): easy = easy ; junk+hard, medium =
 easy+hard ; junk, hard = hard ; junk+easy; everything else (including ids >= len(imlist), the R1M
-distractors, and -1 padding) is a negative. Ignored ids are deleted from the ranking first; an id that
-is both positive and ignored counts as positive (as the reference code does).
+distractors, and -1 padding) is a negative. Ignored ids are deleted from the ranking first. The lists
+are read as sets: an id listed twice counts once, and an id that is both positive and ignored counts as
+a positive. (revisitop's evaluate.py differs only there: it counts a repeated id twice in N, and scores
+an id that is both positive and ignored while also deleting it, which can give AP > 1. On disjoint
+lists, as in the published gnd files, both agree to 1e-15: checked on 20,000 random cases x 3 protocols.)
 
 - AP: trapezoidal, (1/N) sum_j ((j / r_j if r_j > 0 else 1) + (j + 1) / (r_j + 1)) / 2 over the 0-based
   positions r_j of the retrieved positives; N = number of positives in the ground truth.
