@@ -172,6 +172,10 @@ class BatchedDescriptor(Descriptor, Protocol):
 
 @runtime_checkable
 class Postprocessor(Protocol):
+    """Optional attributes: ``needs_training`` (default True: the runner describes the train split for
+    ``fit``; stateless steps set False) and ``rowwise`` (default False; True lets the runner apply the
+    step block by block, for steps whose output row depends on the input row alone)."""
+
     def fit(self, train: np.ndarray | None) -> None:
         """Fit on training descriptors (``None`` when the dataset has no training split)."""
 
@@ -181,6 +185,9 @@ class Postprocessor(Protocol):
 
 @runtime_checkable
 class Index(Protocol):
+    """Optional: ``needs_training`` (default False; True makes the runner call ``train`` with the
+    post-processed train split first)."""
+
     def train(self, x: np.ndarray) -> None: ...
 
     def add(self, x: np.ndarray) -> None: ...

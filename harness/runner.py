@@ -160,15 +160,14 @@ class Run:
             def compute(work: Path) -> dict[str, Any]:
                 use_train = needs_train and items["train"] is not None
                 tr = np.asarray(described("train")) if use_train else None
-                q, db = np.asarray(described("queries")), np.asarray(described("database"))
                 for p in post:  # each step is fitted on the training split as the previous steps left it
                     p.fit(tr)
-                    q, db = p.apply(q, "queries"), p.apply(db, "database")
                     tr = p.apply(tr, "train") if tr is not None else None
-                arrays = {"queries": q, "database": db, **({"train": tr} if tr is not None else {})}
-                for role, x in arrays.items():
-                    np.save(work / f"{role}.npy", np.ascontiguousarray(x, dtype=np.float32))
-                return {"dim": int(q.shape[1])}
+                if tr is not None:
+                    np.save(work / "train.npy", np.ascontiguousarray(tr, dtype=np.float32))
+                dims = {role: _apply_chain(post, described(role), role, work / f"{role}.npy")
+                        for role in ("queries", "database")}
+                return {"dim": dims["queries"]}
 
             return self.stage("postprocess", post_key, compute, lambda e: {
                 r: np.load(e / f"{r}.npy", mmap_mode="r") for r in ("queries", "database", "train") if (e / f"{r}.npy").exists()})
@@ -310,6 +309,37 @@ class Run:
         out.flush()
         del out
         return {"items": len(items), "shards": len(shards), "shards_reused": reused, "_superseded": shard_keys}
+
+
+#: Rows per block when every post-processing step is row-wise: bounds memory at database scale.
+POSTPROCESS_BLOCK = 65536
+
+
+def _apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> int:
+    """Apply fitted steps to ``x`` and save float32 rows to ``out_path``; returns the output dimension.
+
+    Steps that declare ``rowwise = True`` (each output row depends only on its input row) are applied
+    block by block from the memory-mapped input into a memory-mapped output, so a 1M x 2048 database
+    never sits in memory whole; any other step gets the whole array.
+    """
+    if not all(getattr(p, "rowwise", False) for p in steps) or len(x) <= POSTPROCESS_BLOCK:
+        y = np.asarray(x)
+        for p in steps:
+            y = p.apply(y, role)
+        np.save(out_path, np.ascontiguousarray(y, dtype=np.float32))
+        return int(y.shape[1])
+    out = None
+    for start in range(0, len(x), POSTPROCESS_BLOCK):
+        y = np.asarray(x[start : start + POSTPROCESS_BLOCK])
+        for p in steps:
+            y = p.apply(y, role)
+        if out is None:
+            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(x), y.shape[1]))
+        out[start : start + len(y)] = y
+    out.flush()
+    dim = int(out.shape[1])
+    del out
+    return dim
 
 
 def _plain_number(v: Any) -> Any:

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -186,3 +187,28 @@ def test_resume_after_kill_9(tmp_path):
     assert record["status"] == "computed"
     assert record["shards"] == 10
     assert record["shards_reused"] >= done_before
+
+
+def test_rowwise_postprocessing_in_blocks_equals_whole_array(tmp_path, monkeypatch):
+    from harness import runner
+
+    class Scale:
+        rowwise = True
+
+        def apply(self, x, role):
+            return np.asarray(x) * 2.0 + 1.0
+
+    class Norm:
+        rowwise = True
+
+        def apply(self, x, role):
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    x = np.random.default_rng(0).standard_normal((1000, 6)).astype(np.float32)
+    np.save(tmp_path / "in.npy", x)
+    source = np.load(tmp_path / "in.npy", mmap_mode="r")
+    monkeypatch.setattr(runner, "POSTPROCESS_BLOCK", 128)
+    assert runner._apply_chain([Scale(), Norm()], source, "database", tmp_path / "blocks.npy") == 6
+    monkeypatch.setattr(runner, "POSTPROCESS_BLOCK", 10**9)
+    runner._apply_chain([Scale(), Norm()], source, "database", tmp_path / "whole.npy")
+    assert np.array_equal(np.load(tmp_path / "blocks.npy"), np.load(tmp_path / "whole.npy"))

@@ -42,6 +42,7 @@ class PCA:
     """PCA projection to ``dim`` dimensions (all if None), fitted on the training split."""
 
     version = "1"
+    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
     name = "pca"
 
     def __init__(self, dim: int | None = None, fit_on: Literal["train"] = "train") -> None:
@@ -119,6 +120,7 @@ class L2Normalize:
     """L2 normalization of every descriptor (all-zero rows stay zero)."""
 
     version = "1"
+    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
     needs_training = False  # stateless: the runner need not describe the train split for it
 
     def fit(self, train: np.ndarray | None) -> None:
@@ -135,6 +137,7 @@ class Truncate:
     """Dimensionality cap: keep the first ``dim`` components (DISC21 allows at most 256)."""
 
     version = "1"
+    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
     needs_training = False  # stateless: the runner need not describe the train split for it
 
     def __init__(self, dim: int = 256) -> None:
@@ -163,6 +166,7 @@ class ScoreNorm:
     """
 
     version = "1"
+    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
 
     def __init__(
         self,
