@@ -192,7 +192,8 @@ class Index(Protocol):
 
     def add(self, x: np.ndarray) -> None: ...
 
-    def search(self, queries: np.ndarray) -> Neighbors: ...
+    def search(self, queries: np.ndarray) -> Neighbors:
+        """Optional richer form: search(queries, progress=None), progress(rows) per database block."""
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ itself.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -179,9 +180,13 @@ class Run:
                     if "train" not in arrays:
                         raise UserError(f"index {spec.index.name!r} needs training data but the dataset has no train split")
                     index.train(np.asarray(arrays["train"]))
-                with self.reporter.task("search", None):
-                    index.add(np.asarray(arrays["database"]))
-                    nb = index.search(np.asarray(arrays["queries"]))
+                index.add(np.asarray(arrays["database"]))
+                queries = np.asarray(arrays["queries"])
+                if "progress" in inspect.signature(index.search).parameters:  # optional richer form
+                    with self.reporter.task("search (database rows)", len(arrays["database"])) as advance:
+                        nb = index.search(queries, progress=advance)
+                else:
+                    nb = index.search(queries)
                 if not isinstance(nb, Neighbors):
                     raise PluginError(f"index {spec.index.name!r} returned {type(nb).__name__}, expected harness.parts.Neighbors")
                 np.savez(work / "neighbors.npz", **nb.arrays())

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -211,7 +211,8 @@ class FaissIndex:
 
     # -- searching --------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray) -> Neighbors:
+    def search(self, queries: np.ndarray, progress: Callable[[int], None] | None = None) -> Neighbors:
+        """Search in the configured mode; ``progress(rows)`` follows the database blocks of exact search."""
         queries = _as_matrix(queries)
         nq = len(queries)
         mode = self.mode
@@ -224,9 +225,11 @@ class FaissIndex:
         if self.exact:
             db = self._database()
             if mode.kind == "k":
-                return exact.knn_search(queries, db, int(mode.value), metric=self.metric, block_size=self.block_size)
+                return exact.knn_search(queries, db, int(mode.value), metric=self.metric, block_size=self.block_size,
+                                        progress=progress)
             if mode.kind == "global_top_k":
-                return exact.global_top_k(queries, db, k_global, metric=self.metric, block_size=self.block_size)
+                return exact.global_top_k(queries, db, k_global, metric=self.metric, block_size=self.block_size,
+                                          progress=progress)
             return exact.range_search(queries, db, mode.value, metric=self.metric, block_size=self.block_size)
         if queries.shape[1] != self._index.d:
             raise UserError(f"index faiss: queries have d={queries.shape[1]} but the index d={self._index.d}")

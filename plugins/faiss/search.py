@@ -93,11 +93,12 @@ def knn_search(
     *,
     metric: str = "l2",
     block_size: int = 65536,
+    progress: Callable[[int], None] | None = None,
 ) -> Neighbors:
     """Exact per-query kNN: knn-form :class:`Neighbors` of shape ``(nq, k)``, rows best first.
 
     Ties are broken by the lower database index. Rows are padded with index ``-1`` and score
-    ``-inf`` when ``k > nb``.
+    ``-inf`` when ``k > nb``. ``progress(rows)`` is called after each database block.
     """
     queries, database = _check_inputs(queries, database, metric)
     k = _check_count(k, "k")
@@ -113,6 +114,8 @@ def knn_search(
                 best_s, best_i = s, i
             else:
                 best_s, best_i = _row_topk(np.hstack([best_s, s]), np.hstack([best_i, i]), k)
+            if progress is not None:
+                progress(len(block))
     pad = k - best_s.shape[1]
     if pad > 0:
         best_s = np.hstack([best_s, np.full((nq, pad), -np.inf, dtype=np.float32)])
