@@ -12,7 +12,9 @@ import click
 from harness import __version__
 from harness.errors import UserError
 
-KIND_CHOICES = ["dataset", "transform", "descriptor", "postprocessor", "index", "watermarker", "metric", "scorer"]
+from harness.plugins import KINDS  # light: pluggy only
+
+KIND_CHOICES = list(KINDS)
 
 
 def _console(stderr: bool = False):
@@ -73,7 +75,7 @@ def validate(spec: str, overrides: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List loaded plugins, their parts, and plugins that failed to load (with the error)."""
-    from harness.plugins import KINDS, get_registry
+    from harness.plugins import get_registry
 
     reg = get_registry()
     listing = []
@@ -153,7 +155,7 @@ def env(as_json: bool) -> None:
               help="Ground-truth file of the track (CSV, revisitop .pkl or its .json form).")
 @click.option("--scorer", type=click.Choice(["official", "isc2021"]), default=None,
               help="DISC21 scorer mode (default: official).")
-@click.option("--max-results", type=click.IntRange(min=0), default=None,
+@click.option("--max-results", type=click.IntRange(min=1), default=None,
               help="Descriptor track: K of the global top-K search (default 10 x GT-listed queries).")
 @click.option("--knn", type=click.IntRange(min=1), default=None,
               help="Descriptor track: per-query kNN instead of global top-K (non-official).")

@@ -107,9 +107,28 @@ def _batched(descriptor: Any, items: Sequence[Item], batch_size: int, workers: i
     chunks = []
     start = 0
     with torch.inference_mode():
-        for batch in loader:
-            n = min(batch_size, len(items) - start)  # batches arrive in order, all full but the last
-            chunks.append(_check(descriptor.forward(batch), n))
-            start += n
-            advance(n)
+        try:
+            for batch in loader:
+                n = min(batch_size, len(items) - start)  # batches arrive in order, all full but the last
+                chunks.append(_check(descriptor.forward(batch), n))
+                start += n
+                advance(n)
+        except Exception as exc:
+            raise _unwrap_worker_error(exc) from None
     return chunks
+
+
+def _unwrap_worker_error(exc: Exception) -> Exception:
+    """torch re-raises a loader worker's exception with the worker's whole traceback as its message;
+    keep the original last line, so a bad image stays one clear line for the CLI."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return exc
+    last = text.strip().splitlines()[-1]
+    message = last.split(": ", 1)[1] if ": " in last else last
+    if isinstance(exc, UserError) or "UserError" in last:
+        return UserError(message)
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an exception type that needs other arguments: keep it whole
+        return exc

@@ -113,8 +113,8 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[d
 def _strict_ok(tp: Any) -> bool:
     """Strict mode refuses '3' for int, but would also refuse a YAML list for a tuple or a str for a
     Path; use lax mode for those container / path annotations."""
-    text = str(tp)
-    return not any(t in text for t in ("tuple", "Tuple", "Path", "float", "Sequence"))
+    text = str(tp)  # (strict mode already takes an int for a float, and refuses the string '1e-3')
+    return not any(t in text for t in ("tuple", "Tuple", "Path", "Sequence"))
 
 
 def _closest_literal(tp: Any, value: Any) -> str | None:

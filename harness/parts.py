@@ -7,7 +7,7 @@ not inherit from these classes: the contracts are ``typing.Protocol`` s, checked
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -34,9 +34,14 @@ class Item:
     def load(self) -> "Image.Image":
         from PIL import Image
 
-        with Image.open(self.path) as im:
-            im.load()
-            image = im.convert("RGB")
+        from harness.errors import UserError
+
+        try:
+            with Image.open(self.path) as im:
+                im.load()
+                image = im.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # missing, truncated, not an image
+            raise UserError(f"{self.path}: cannot read image ({type(exc).__name__}: {exc})") from None
         if self.bbox is not None:
             x1, y1, x2, y2 = self.bbox
             image = image.crop((int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))))
@@ -214,12 +219,3 @@ class Metric(Protocol):
 @runtime_checkable
 class Scorer(Protocol):
     def score(self, submission: str, ground_truth: str) -> dict[str, Any]: ...
-
-
-@dataclass
-class Described:
-    """Descriptors of one role, row-aligned with ``ids``."""
-
-    ids: np.ndarray
-    vectors: np.ndarray
-    meta: dict[str, Any] = field(default_factory=dict)

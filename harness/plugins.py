@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from harness import hookspecs
-from harness.errors import PluginError
+from harness.errors import PluginError, UserError
 
 ENTRY_POINT_GROUP = "harness"
 
@@ -96,12 +96,12 @@ class Registry:
         close = difflib.get_close_matches(name, self.names(kind), n=1, cutoff=0.6)
         return close[0] if close else None
 
-    def unknown_message(self, kind: str, name: str) -> str:
+    def unknown_message(self, kind: str, name: str, *, hint: bool = True) -> str:
         message = f"unknown {kind} {name!r}"
-        hint = self.suggestion(kind, name)
-        if hint:
-            message += f" (did you mean {hint!r}?)"
-        elif self.names(kind):
+        suggestion = self.suggestion(kind, name) if hint else None
+        if suggestion:
+            message += f" (did you mean {suggestion!r}?)"
+        elif hint and self.names(kind):
             message += f"; known: {', '.join(self.names(kind))}"
         broken = sorted({f"{f.plugin} (package {f.package}): {f.error}" for f in self.failures})
         if broken:
@@ -113,15 +113,12 @@ class Registry:
         part = self.get(kind, name)
         try:
             return part.factory(**params)
-        except PluginError:
+        except UserError:
             raise
-        except Exception as exc:
-            from harness.errors import UserError
-
-            if isinstance(exc, UserError):
-                raise
+        except Exception as exc:  # a plugin bug or a library's complaint: one line, naming the package
+            first = (str(exc).strip().splitlines() or [""])[0]
             raise PluginError(
-                f"{kind} {name!r} (package {part.package}) could not be created: {type(exc).__name__}: {exc}"
+                f"{kind} {name!r} (package {part.package}) could not be created: {type(exc).__name__}: {first}"
             ) from exc
 
 
@@ -214,9 +211,3 @@ def get_registry() -> Registry:
     if _CACHED is None:
         _CACHED = load_registry()
     return _CACHED
-
-
-def reset_registry() -> None:
-    """Forget the loaded registry (tests that install plugins at run time)."""
-    global _CACHED
-    _CACHED = None

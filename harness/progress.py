@@ -23,10 +23,6 @@ class Reporter:
             self._console = Console(stderr=True, highlight=False)
         return self._console
 
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(message)
-
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
         if self.quiet:

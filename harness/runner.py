@@ -21,7 +21,7 @@ import numpy as np
 from harness.cache import Cache, make_key
 from harness.errors import PluginError, UserError
 from harness.extract import extract
-from harness.parts import Item, Neighbors, Retrieval
+from harness.parts import ROLES, Item, Neighbors, Retrieval
 from harness.plugins import Part, Registry
 from harness.progress import Reporter
 from harness.rng import derive_rng
@@ -124,7 +124,7 @@ class Run:
         self.stages["dataset"] = StageRecord("dataset", fingerprint[:16], "checked", time.perf_counter() - t0)
         data_ident = {"dataset": self.identity(spec.dataset), "fingerprint": fingerprint}
 
-        items = {role: self._items(dataset, role) for role in ("queries", "database", "train")}
+        items = {role: self._items(dataset, role) for role in ROLES}
         if not items["queries"] or not items["database"]:
             raise UserError(f"dataset {spec.dataset.name!r} has no {'queries' if not items['queries'] else 'database'} items")
         self.data_info = {"dataset": spec.dataset.name, "fingerprint": fingerprint,
@@ -200,19 +200,24 @@ class Run:
             return self.stage("search", search_key, compute, load)
 
         results: dict[str, Any] = {}
-        gt_cache: list[Any] = []
+        shared: dict[str, Any] = {}  # built once, only if some metric has to be computed
 
         def ground_truth() -> Any:
-            if not gt_cache:
-                gt_cache.append(dataset.ground_truth())
-            return gt_cache[0]
+            if "gt" not in shared:
+                shared["gt"] = dataset.ground_truth()
+            return shared["gt"]
+
+        def retrieval() -> Retrieval:
+            if "retrieval" not in shared:
+                shared["retrieval"] = Retrieval(np.asarray(self._ids(query_items())),
+                                                np.asarray(self._ids(items["database"])), searched())
+            return shared["retrieval"]
 
         for label, ps, metric in metrics:
             key = make_key(stage="metric", search=search_key, metric=self.identity(ps, metric), queries=queries_key)
 
             def compute(work: Path, metric=metric) -> dict[str, Any]:
-                retrieval = Retrieval(np.asarray(self._ids(query_items())), np.asarray(self._ids(items["database"])), searched())
-                values = metric(ground_truth(), retrieval)
+                values = metric(ground_truth(), retrieval())
                 values = {str(k): _plain_number(v) for k, v in dict(values).items()}
                 (work / "values.json").write_text(json.dumps(values, indent=1))
                 return {}
@@ -348,13 +353,14 @@ def _apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> 
 
 
 def _plain_number(v: Any) -> Any:
+    """JSON-safe values: numpy scalars to Python, NaN and +-inf to None (strict JSON has neither)."""
     if v is None or isinstance(v, (str, bool)):
         return v
     if isinstance(v, (int, np.integer)):
         return int(v)
     if isinstance(v, (float, np.floating)):
         f = float(v)
-        return None if np.isnan(f) else f
+        return f if np.isfinite(f) else None
     if isinstance(v, (list, tuple, np.ndarray)):
         return [_plain_number(x) for x in v]
     if isinstance(v, dict):

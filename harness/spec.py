@@ -48,7 +48,7 @@ FIELDS: dict[str, FieldRule] = {
     "extraction": FieldRule("mapping", doc="batch_size, workers, shard_size (ints): extraction settings"),
 }
 
-EXTRACTION_FIELDS = {"batch_size": int, "workers": int, "shard_size": int}
+EXTRACTION_FIELDS = {"batch_size": 1, "workers": 0, "shard_size": 1}  # key -> smallest allowed value
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,6 @@ class PartSpec:
     name: str
     params: dict[str, Any]
     path: str  # "descriptor", "metrics[1]"
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params}
 
 
 @dataclass
@@ -113,7 +110,11 @@ class _Locations:
         return self.source
 
 
-def _walk_nodes(node: yaml.Node, path: PathT, loc: _Locations, issues: list[SpecIssue]) -> None:
+def _walk_nodes(node: yaml.Node, path: PathT, loc: _Locations, issues: list[SpecIssue],
+                active: frozenset[int] = frozenset()) -> None:
+    if id(node) in active:  # an alias inside itself (`a: &x [*x]`) would recurse forever
+        raise SpecError([SpecIssue(f"{loc.source}:{node.start_mark.line + 1}", dotted(path), "recursive YAML alias")])
+    active = active | {id(node)}
     loc.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -126,11 +127,11 @@ def _walk_nodes(node: yaml.Node, path: PathT, loc: _Locations, issues: list[Spec
                 )
             seen[key] = line
             loc.lines[path + (key,)] = line
-            _walk_nodes(value_node, path + (key,), loc, issues)
+            _walk_nodes(value_node, path + (key,), loc, issues, active)
             loc.lines[path + (key,)] = line  # report a mapping value at its key's line
     elif isinstance(node, yaml.SequenceNode):
         for i, child in enumerate(node.value):
-            _walk_nodes(child, path + (i,), loc, issues)
+            _walk_nodes(child, path + (i,), loc, issues, active)
 
 
 def dotted(path: PathT) -> str:
@@ -143,15 +144,18 @@ def dotted(path: PathT) -> str:
 def _read_yaml(text: str, source: str) -> tuple[Any, _Locations, list[SpecIssue]]:
     loc = _Locations(source)
     issues: list[SpecIssue] = []
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+    loader = yaml.SafeLoader(text)
+    try:  # one parse: the node tree (for line numbers) and the data built from it
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"{source}:{mark.line + 1}" if mark else source
         raise SpecError([SpecIssue(line, "", f"invalid YAML: {exc.problem or exc}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([SpecIssue(source, "", f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
     if node is not None:
         _walk_nodes(node, (), loc, issues)
     return data, loc, issues
@@ -325,7 +329,7 @@ def _part(value: Any, path: PathT, kind: str, registry: Any, issue: Any) -> Part
         return None
     params = {k: _expand_home(v) for k, v in value.items() if k != "name"}
     if name not in registry.parts[kind]:
-        issue(path + ("name",), registry.unknown_message(kind, name).split(" (did you mean")[0], registry.suggestion(kind, name))
+        issue(path + ("name",), registry.unknown_message(kind, name, hint=False), registry.suggestion(kind, name))
         return None
     clean, problems = check_params(registry.get(kind, name).factory, params)
     for p in problems:
@@ -344,8 +348,8 @@ def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, int]:
         if k not in EXTRACTION_FIELDS:
             close = difflib.get_close_matches(str(k), list(EXTRACTION_FIELDS), n=1, cutoff=0.6)
             issue(path + (k,), "unknown key", close[0] if close else None)
-        elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "workers" else 1):
-            issue(path + (k,), f"expected an integer >= {0 if k == 'workers' else 1}, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < EXTRACTION_FIELDS[k]:
+            issue(path + (k,), f"expected an integer >= {EXTRACTION_FIELDS[k]}, got {v!r}")
         else:
             out[k] = v
     return out

@@ -66,3 +66,14 @@ def test_bad_descriptor_output_is_a_user_error(items):
         extract(Wrong(), items[:3], batch_size=3, workers=1)
     with pytest.raises(UserError, match="NaN"):
         extract(NaNs(), items[:3], batch_size=3, workers=1)
+
+
+@pytest.mark.parametrize("batched,workers", [(False, 2), (True, 0), (True, 1)])
+def test_unreadable_image_is_one_line_naming_the_file(items, tmp_path, batched, workers):
+    bad = tmp_path / "img" / "I3.png"
+    bad.write_bytes(b"not an image at all")
+    desc = VariableSizeBatched() if batched else MeanRGB()
+    with pytest.raises(UserError) as info:
+        extract(desc, items, batch_size=3, workers=workers)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{bad}: cannot read image")

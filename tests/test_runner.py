@@ -212,3 +212,18 @@ def test_rowwise_postprocessing_in_blocks_equals_whole_array(tmp_path, monkeypat
     monkeypatch.setattr(runner, "POSTPROCESS_BLOCK", 10**9)
     runner._apply_chain([Scale(), Norm()], source, "database", tmp_path / "whole.npy")
     assert np.array_equal(np.load(tmp_path / "blocks.npy"), np.load(tmp_path / "whole.npy"))
+
+
+def test_result_document_reads_back_and_rejects_other_files(tmp_path, toy_registry):
+    from harness.errors import UserError
+    from harness.results import read_document
+
+    _, path = _run(tmp_path, toy_registry, toy_plugins.spec(str(tmp_path / "data")))
+    assert read_document(path)["task"] == "toy"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": 1}')
+    with pytest.raises(UserError, match="lacks harness_version"):
+        read_document(bad)
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not a readable result document"):
+        read_document(bad)

@@ -138,3 +138,16 @@ def test_home_is_expanded(tmp_path, toy_registry, monkeypatch):
 def test_missing_file(tmp_path, toy_registry):
     with pytest.raises(UserError, match="spec file not found"):
         load_spec(tmp_path / "nope.yaml", registry=toy_registry)
+
+
+def test_recursive_alias_is_an_issue_not_a_crash(tmp_path, toy_registry):
+    path = write(tmp_path, GOOD + "extraction: &x [*x]\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path, registry=toy_registry)
+    assert str(info.value) == f"{path}:9: extraction[0]: recursive YAML alias"
+
+
+def test_quoted_numbers_are_not_coerced(tmp_path, toy_registry):
+    path = write(tmp_path, GOOD.replace("index: {name: brute, k: 3}", "index: {name: brute, k: '3'}"))
+    with pytest.raises(SpecError, match="index.k"):
+        load_spec(path, registry=toy_registry)
