@@ -1,0 +1,97 @@
+"""The plugin author kit, applied to every built-in part: the built-ins pass the same contract checks a
+third-party author runs, and the checks themselves catch broken parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import toy_plugins
+from harness.parts import Neighbors, Retrieval
+from harness.plugins import load_registry
+from harness.testing import (
+    check_descriptor,
+    check_index,
+    check_metric,
+    check_postprocessor,
+    check_transform,
+    run_spec_dict,
+    sample_images,
+)
+
+REGISTRY = load_registry()
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY.names("descriptor") if n not in ("timm", "torchscript")])
+def test_builtin_descriptors_meet_the_contract(name):
+    check_descriptor(REGISTRY.create("descriptor", name, {}), sample_images(3, 96))
+
+
+def test_timm_descriptor_meets_the_contract():
+    check_descriptor(REGISTRY.create("descriptor", "timm", {"model": "test_resnet", "size": 64}))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("transform"))
+def test_builtin_transforms_meet_the_contract(name):
+    check_transform(REGISTRY.create("transform", name, {}))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("postprocessor"))
+def test_builtin_postprocessors_meet_the_contract(name):
+    params = {"dim": 8} if name in ("pca", "pca_whiten", "truncate") else {}
+    check_postprocessor(REGISTRY.create("postprocessor", name, params))
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"search": {"global_top_k": 20}}, {"metric": "ip", "search": {"k": 5}},
+    {"factory": "IVF4,Flat", "nprobe": 4}, {"factory": "HNSW8"},
+])
+def test_faiss_index_meets_the_contract(params):
+    check_index(REGISTRY.create("index", "faiss", params))
+
+
+def test_builtin_metrics_meet_the_contract():
+    from harness_plugins.disc21.groundtruth import Disc21GroundTruth
+    from harness_plugins.revisitop.groundtruth import QueryGnd, RevisitopGroundTruth
+
+    qids, dbids = np.array(["Q00000", "Q00001"]), np.array([f"R{i:06d}" for i in range(5)])
+    retrieval = Retrieval(qids, dbids, Neighbors.knn(np.array([[0, 1, 2], [3, 4, 0]]),
+                                                     np.array([[0.9, 0.5, 0.1], [0.8, 0.2, 0.1]])))
+    gt = Disc21GroundTruth.from_arrays(qids, np.array(["R000000", ""]))
+    for scorer in ("official", "isc2021"):
+        values = check_metric(REGISTRY.create("metric", "disc21", {"scorer": scorer}), gt, retrieval)
+        assert values["micro_ap"] == 1.0
+    gnd = RevisitopGroundTruth("roxford5k", tuple(dbids), tuple(qids), tuple(
+        QueryGnd(np.array([0]), np.array([2]), np.array([1]), (0.0, 0.0, 1.0, 1.0)) for _ in qids))
+    values = check_metric(REGISTRY.create("metric", "revisitop", {}), gnd, retrieval)
+    # q0: id 0 first (AP 1); q1: id 0 at 0-based position 2, trapezoid (0/2 + 1/3) / 2 = 1/6
+    assert values["easy.map"] == pytest.approx((1 + 1 / 6) / 2, abs=1e-12)
+
+
+def test_checks_catch_broken_parts():
+    class Float64(toy_plugins.MeanColor):
+        def describe(self, images):
+            return super().describe(images).astype(np.float64)
+
+    class InPlace:
+        def __call__(self, image, rng):
+            image.putpixel((0, 0), (1, 2, 3))
+            return image
+
+    class Unsorted(toy_plugins.BruteForce):
+        def search(self, queries):
+            nb = super().search(queries)
+            return Neighbors.knn(nb.indices[:, ::-1], nb.scores[:, ::-1])
+
+    with pytest.raises(AssertionError, match="float32"):
+        check_descriptor(Float64())
+    with pytest.raises(AssertionError, match="in place"):
+        check_transform(InPlace())
+    with pytest.raises(AssertionError, match="best first"):
+        check_index(Unsorted())
+
+
+def test_run_spec_dict_runs_a_spec(tmp_path, toy_registry):
+    doc = run_spec_dict(toy_plugins.spec(str(tmp_path / "data")), tmp_path, registry=toy_registry)
+    assert doc["metrics"]["recall_at[k=1]"]["values"]["recall@1"] == 1.0
+    assert (tmp_path / "results").is_dir() and (tmp_path / "cache").is_dir()
