@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
+import annotated_types  # tiny, pure Python (a pydantic dependency): no cost at CLI start-up
+
 _MISSING = inspect.Parameter.empty
+
+# Constrained types for factory signatures: a violation is a spec error with file:line, before any run.
+#   def __init__(self, k: PositiveInt = 10, workers: NonNegativeInt = 0): ...
+PositiveInt = typing.Annotated[int, annotated_types.Ge(1)]
+NonNegativeInt = typing.Annotated[int, annotated_types.Ge(0)]
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ def _callable_for_signature(factory: Callable[..., Any]) -> Callable[..., Any]:
 def _signature(factory: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
     sig = inspect.signature(factory)
     try:
-        hints = typing.get_type_hints(_callable_for_signature(factory))
+        hints = typing.get_type_hints(_callable_for_signature(factory), include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable hints (e.g. optional heavy types): skip type checks
         hints = {}
     return sig, hints
@@ -61,6 +68,10 @@ def describe_params(factory: Callable[..., Any]) -> list[ParamInfo]:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Annotated:  # PositiveInt -> "int >= 1"
+        base, *extras = typing.get_args(tp)
+        bounds = [f">= {e.ge}" for e in extras if isinstance(e, annotated_types.Ge)]
+        return " ".join([_type_name(base), *bounds])
     text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
     return text or str(tp).replace("typing.", "")
 
