@@ -47,7 +47,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
+def fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as fh:
@@ -104,7 +104,7 @@ class Cache:
             (work / "meta.json").write_text(
                 json.dumps({"key": key, "created": time.time(), **(meta or {})}, indent=1, default=str)
             )
-            _fsync_tree(work)
+            fsync_tree(work)
             final = self.path(key)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -48,12 +48,8 @@ def loads_plain(data: bytes, *, source: str = "<bytes>") -> Any:
 
 
 def load_plain(path: str | Path, *, max_bytes: int = MAX_PICKLE_BYTES) -> Any:
-    """Read and unpickle a plain-data pickle file with a size limit."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SubmissionError(path, f"cannot read: {exc.strerror}") from None
-    if size > max_bytes:
-        raise SubmissionError(path, f"file is {size} bytes, over the {max_bytes}-byte limit")
-    return loads_plain(path.read_bytes(), source=str(path))
+    """Read and unpickle a plain-data pickle file with a size limit (the shared :func:`check_file` guard)."""
+    from harness.submissions import check_file  # lazy: submissions imports this module lazily too
+
+    check_file(path, max_bytes)
+    return loads_plain(Path(path).read_bytes(), source=str(path))

@@ -28,6 +28,8 @@ MAX_H5_BYTES = 4 * 1024 * MB
 #: R1M rankings of 70 queries in int64 are about 560 MB.
 MAX_NPY_BYTES = 2 * 1024 * MB
 MAX_GND_BYTES = 64 * MB
+#: Id lists and distractor lists: R1M's revisitop1m.txt is about 50 MB.
+MAX_TEXT_BYTES = 256 * MB
 #: Rows per descriptor dataset: guards against compressed "bombs" whose on-disk size says nothing.
 MAX_VECTORS = 2_100_000
 
@@ -60,6 +62,17 @@ def _decode(path: str | os.PathLike[str], data: bytes) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise SubmissionError(path, "not valid UTF-8 text", where=f"line {line}") from None
+
+
+def read_text_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a (list) file, size-checked; a missing, unreadable or non-UTF-8 file raises
+    :class:`SubmissionError` naming it (and the line of the first bad byte)."""
+    check_file(path, max_bytes)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SubmissionError(path, f"cannot read: {exc.strerror}") from None
+    return _decode(path, data)
 
 
 def _line_of(text: str, row_index: int) -> int:
@@ -483,9 +496,9 @@ def read_revisitop_gnd(path: str | os.PathLike[str], *, max_bytes: int = MAX_GND
         except (ValueError, RecursionError) as exc:
             raise SubmissionError(path, f"invalid JSON: {exc}") from None
     else:
-        from harness.safe_pickle import load_plain
+        from harness.safe_pickle import loads_plain  # the size was checked above: no second stat
 
-        data = load_plain(path, max_bytes=max_bytes)
+        data = loads_plain(Path(path).read_bytes(), source=str(path))
     return validate_revisitop_gnd(data, path)
 
 
@@ -539,11 +552,7 @@ def validate_revisitop_gnd(data: Any, path: Any = "<gnd>") -> dict[str, Any]:
 
 def write_revisitop_gnd_json(gnd: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a (validated) revisitop ground truth as JSON, the pickle-free form of the same content."""
+    from harness.cache import atomic_write_bytes  # lazy: only this writer needs the cache module
+
     data = validate_revisitop_gnd(gnd)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(Path(path), json.dumps(data, allow_nan=False).encode("utf-8"))

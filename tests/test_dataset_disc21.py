@@ -202,6 +202,18 @@ def test_missing_gt_file_and_bad_list(tmp_path, official):
         Disc21Dataset(str(official.root), n_references=0)
 
 
+def test_id_list_with_bad_bytes_names_the_file(tmp_path, official):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"R000001\nR00000\xe9\n")
+    with pytest.raises(UserError) as info:
+        Disc21Dataset(str(official.root), reference_list=str(bad)).items("database")
+    msg = str(info.value)
+    assert msg == f"{bad}: line 2: not valid UTF-8 text" and "\n" not in msg
+    with pytest.raises(UserError, match=r"folder\.txt.*not a regular file"):
+        (tmp_path / "folder.txt").mkdir()
+        Disc21Dataset(str(official.root), query_list=str(tmp_path / "folder.txt")).items("queries")
+
+
 def test_duplicate_id_across_shards(tmp_path):
     make_disc21(tmp_path, n_queries=2, n_matched=1, n_references=4, n_train=0, shards=2)
     shutil.copy(tmp_path / "references_0" / "R000000.jpg", tmp_path / "references_1" / "R000000.jpg")

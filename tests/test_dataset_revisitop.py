@@ -129,6 +129,27 @@ def test_missing_distractors(tmp_path, mini):
         RevisitopDataset(str(mini.root), benchmark="roxford5k", distractors=str(tmp_path / "nope")).items("database")
 
 
+def test_distractor_list_with_bad_bytes_names_the_file(tmp_path, mini):
+    folder = tmp_path / "r1m"
+    shutil.copytree(mini.distractors, folder)
+    listing = folder / "revisitop1m.txt"
+    listing.write_bytes(listing.read_bytes() + b"caf\xe9.jpg\n")
+    with pytest.raises(UserError) as info:
+        RevisitopDataset(str(mini.root), benchmark="roxford5k", distractors=str(folder)).items("database")
+    msg = str(info.value)
+    assert msg == f"{listing}: line {len(mini.distractor_names) + 1}: not valid UTF-8 text" and "\n" not in msg
+
+
+def test_symlink_loop_among_distractors_is_a_user_error(tmp_path, mini):
+    folder = tmp_path / "r1m"
+    shutil.copytree(mini.distractors / "jpg", folder / "jpg")
+    loop = folder / "jpg" / "loop"
+    loop.symlink_to(loop)  # points at itself: stat fails with ELOOP
+    with pytest.raises(UserError) as info:
+        RevisitopDataset(str(mini.root), benchmark="roxford5k", distractors=str(folder)).items("database")
+    assert str(loop) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_unsafe_or_malformed_gnd_is_refused(tmp_path, mini):
     class Evil:
         def __reduce__(self):

@@ -217,6 +217,16 @@ def test_invalid_parameters(params, tmp_path):
         DemoCopyDetection(root=str(tmp_path), **{**SMALL, **params})
 
 
+def test_transform_errors_are_one_line_with_a_suggestion(tmp_path):
+    with pytest.raises(UserError) as info:
+        DemoCopyDetection(root=str(tmp_path), **SMALL, transform={"name": "augly.hfilp"})
+    msg = str(info.value)
+    assert msg.startswith("demo dataset: transform.name: unknown transform 'augly.hfilp'") and "\n" not in msg
+    assert "did you mean 'augly.hflip'?" in msg
+    with pytest.raises(UserError, match=r"^demo dataset: transform augly\.crop: bogus: "):
+        DemoCopyDetection(root=str(tmp_path), **SMALL, transform={"name": "augly.crop", "bogus": 1})
+
+
 def test_other_transform_is_used(tmp_path):
     ds = DemoCopyDetection(root=str(tmp_path), **{**SMALL, "n_distractors": 0, "n_queries": 6, "n_matched": 6},
                            transform={"name": "augly.hflip"})

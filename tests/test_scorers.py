@@ -51,6 +51,11 @@ def test_disc21_options_are_checked(tmp_path, gt_csv):
     other.write_text("x")
     with pytest.raises(SubmissionError, match="unknown submission type"):
         Disc21Scorer().score(str(other), gt_csv)
+    # cheap checks come first: a wrong submission type is reported even when the GT is unreadable
+    with pytest.raises(SubmissionError, match=r"pred\.txt: unknown submission type"):
+        Disc21Scorer().score(str(other), str(tmp_path / "no_gt.csv"))
+    with pytest.raises(UserError, match="descriptor submissions"):
+        Disc21Scorer(knn=3).score(str(sub), str(tmp_path / "no_gt.csv"))
 
 
 def test_bad_ground_truth_is_a_submission_error(tmp_path):

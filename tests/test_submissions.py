@@ -21,6 +21,7 @@ from harness.submissions import (
     read_pairs_csv,
     read_rankings_npy,
     read_revisitop_gnd,
+    read_text_file,
     write_revisitop_gnd_json,
 )
 
@@ -312,6 +313,17 @@ def test_gnd_pickle_and_json_round_trip(tmp_path):
     js = tmp_path / "gnd_test.json"
     write_revisitop_gnd_json(data, js)
     assert read_revisitop_gnd(js) == data
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # atomic: no temp left
+
+
+def test_load_plain_shares_the_size_guard(tmp_path):
+    from harness.safe_pickle import load_plain
+
+    pkl = tmp_path / "gnd_test.pkl"
+    pkl.write_bytes(pickle.dumps(good_gnd(), protocol=2))
+    assert load_plain(pkl)["imlist"] == good_gnd()["imlist"]
+    rejected(lambda path: load_plain(path, max_bytes=10), pkl, "over the 10-byte limit")
+    rejected(load_plain, tmp_path / "absent.pkl", "file not found")
 
 
 class _Evil:
@@ -373,3 +385,13 @@ def test_check_file_size(tmp_path):
     p.write_bytes(b"12345")
     assert check_file(p, 5) == 5
     rejected(lambda path: check_file(path, 4), p, "5 bytes, over the 4-byte limit")
+
+
+def test_read_text_file(tmp_path):
+    p = tmp_path / "ids.txt"
+    p.write_bytes(b"\xef\xbb\xbfQ00001\nQ00002\n")
+    assert read_text_file(p).splitlines() == ["Q00001", "Q00002"]  # a BOM is dropped
+    p.write_bytes(b"Q00001\nQ0\xff002\n")
+    rejected(read_text_file, p, "not valid UTF-8 text", where="line 2")
+    rejected(lambda path: read_text_file(path, max_bytes=3), p, "over the 3-byte limit")
+    rejected(read_text_file, tmp_path, "not a regular file")

@@ -53,12 +53,9 @@ _DEFAULT_TRANSFORM = {"name": "augly.disc21_like", "strength": 0.6, "min_ops": 1
 
 
 def _default_root() -> Path:
-    try:
-        from harness.cache import default_cache_dir
-    except ImportError:  # pragma: no cover - the core always has it; keeps the plugin usable alone
-        base = os.environ.get("HARNESS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "harness")
-        return Path(base) / "demo-disc21"
-    return Path(default_cache_dir()) / "demo-disc21"
+    from harness.cache import default_cache_dir
+
+    return default_cache_dir() / "demo-disc21"
 
 
 @lru_cache(maxsize=1)
@@ -229,6 +226,8 @@ class DemoCopyDetection:
 
     def prepare(self, progress: Callable[[int], object] | None = None) -> None:
         """Build the folder unless a complete build with the same parameters is already there."""
+        from harness.cache import fsync_dir
+
         if self.is_built():
             return
         self.base.mkdir(parents=True, exist_ok=True)
@@ -245,7 +244,7 @@ class DemoCopyDetection:
             except OSError:
                 if not self.is_built():  # else another process renamed its complete build first
                     raise
-            _fsync_dir(self.base)
+            fsync_dir(self.base)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -264,54 +263,29 @@ def _remove_stale_temps(base: Path, name: str, older_than_s: float = 6 * 3600) -
 
 
 def _make_transform(spec: dict) -> Callable[..., Any]:
-    """The query transform from its spec mapping, checked like any spec part (did-you-mean included)."""
-    import difflib
-
+    """The query transform from its spec mapping, found in the plugin registry and checked like any
+    spec part (did-you-mean included)."""
+    from harness.errors import PluginError
     from harness.params import check_params
-    from harness_plugins.augly.transforms import TRANSFORMS
+    from harness.plugins import get_registry
 
     params = dict(spec)
     name = params.pop("name", None)
-    if name not in TRANSFORMS:
-        close = difflib.get_close_matches(str(name), list(TRANSFORMS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(TRANSFORMS))}"
-        raise UserError(f"demo dataset: transform.name: unknown transform {name!r}{hint}")
-    clean, problems = check_params(TRANSFORMS[name], params)
+    if not isinstance(name, str):
+        raise UserError(f"demo dataset: transform.name: expected a transform name, got {name!r}")
+    try:
+        factory = get_registry().get("transform", name).factory
+    except PluginError as exc:
+        raise UserError(f"demo dataset: transform.name: {exc}") from None
+    clean, problems = check_params(factory, params)
     if problems:
         raise UserError(f"demo dataset: transform {name}: " + "; ".join(
             f"{p.param}: {p.message}" + (f" (did you mean {p.suggestion!r}?)" if p.suggestion else "") for p in problems))
-    return TRANSFORMS[name](**clean)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
+    return factory(**clean)
 
 
 def _save(image: "Image.Image", path: Path) -> None:
     image.save(path, format="JPEG", quality=JPEG_QUALITY)
-
-
-def _fsync_files(folder: Path) -> None:
-    """Flush every file to disk before the rename publishes the build; fsync waits on the device,
-    not the CPU, so a few threads overlap the waits."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def flush(path: str) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    paths = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(flush, paths))
 
 
 def _fit(image: "Image.Image", max_side: int) -> "Image.Image":
@@ -326,6 +300,7 @@ def _fit(image: "Image.Image", max_side: int) -> "Image.Image":
 
 def build(out: Path, params: dict, transform: Callable[..., Any], progress: Callable[[int], object] | None = None) -> None:
     """Write the whole benchmark into ``out`` (an empty folder); the marker file is written last."""
+    from harness.cache import fsync_tree
     from harness.rng import derive_rng
 
     seed, size = int(params["seed"]), int(params["image_size"])
@@ -370,8 +345,4 @@ def build(out: Path, params: dict, transform: Callable[..., Any], progress: Call
 
     (out / "dev_ground_truth.csv").write_text("\n".join(rows) + "\n")
     (out / MARKER).write_text(json.dumps(params, sort_keys=True, indent=1))
-    _fsync_files(out)
-    _fsync_dir(out / "references")
-    _fsync_dir(out / "dev_queries")
-    _fsync_dir(out / "train")
-    _fsync_dir(out)
+    fsync_tree(out)  # files and folders reach the disk before the rename publishes the build

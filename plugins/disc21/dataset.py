@@ -21,17 +21,15 @@ are served sorted by id. Subsets: first N by id (``n_*``) and/or a list file of 
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import os
 import re
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import numpy as np
 
+from harness.datasets import IMAGE_EXTENSIONS, fingerprint_items, paused_gc
 from harness.errors import UserError
 from harness.parts import Item
 
@@ -39,7 +37,8 @@ from .groundtruth import Disc21GroundTruth
 
 #: Id forms per role (protocols.md §1).
 ID_PATTERNS = {"queries": r"Q\d{5}", "database": r"R\d{6}", "train": r"T\d{6}"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: ``(?i:.jpg|.jpeg|.png)``: an image extension in any case, for the id regexes.
+_EXTENSION_RE = f"(?i:{'|'.join(re.escape(e) for e in IMAGE_EXTENSIONS)})"
 #: Query id range of each split, applied where a folder may hold both splits.
 SPLIT_RANGES = {"dev": ("Q00000", "Q49999"), "final": ("Q50000", "Q99999")}
 #: Folder name of each non-query role: ``<name>_<k>/`` shards (official) or one ``<name>/`` (flat).
@@ -178,7 +177,9 @@ class Disc21Dataset:
         path = self.ground_truth_path
         if not path.is_file():
             raise UserError(f"{path}: DISC21 ground truth file not found (set dataset.ground_truth)")
-        gt_q, gt_r = _read_pairs(path)
+        from harness.submissions import read_pairs_csv  # the shared safe reader (limits, duplicates, header)
+
+        gt_q, gt_r = read_pairs_csv(path)
         gt_q, gt_r = np.asarray(gt_q, dtype=str), np.asarray(gt_r, dtype=str)
         # Membership through the id -> path dicts: np.isin against a million-string array is slower.
         all_queries = self._scan("queries") or {}
@@ -213,17 +214,13 @@ class Disc21Dataset:
         take hours, and a replaced image almost always changes size. Paths are left out so that moving
         the data does not invalidate the cache."""
         if self._fingerprint is None:
-            h = hashlib.sha256(f"disc21/{self.version}/{self.split}\n".encode())
+            roles: dict[str, list[Item]] = {}
             for role in ID_PATTERNS:
                 try:
-                    items = self.items(role)
-                except KeyError:
+                    roles[role] = self.items(role)
+                except KeyError:  # no training set
                     continue
-                h.update(f"{role}\t{len(items)}\n".encode())
-                h.update("".join(f"{it.id}\t{os.stat(it.path).st_size}\n" for it in items).encode())
-            gt = self.ground_truth_path
-            h.update(b"gt\n" + (gt.read_bytes() if gt.is_file() else b"<none>"))
-            self._fingerprint = h.hexdigest()
+            self._fingerprint = fingerprint_items(f"disc21/{self.version}/{self.split}", roles, self.ground_truth_path)
         return self._fingerprint
 
     def prepare(self, progress: Callable[[int], object] | None = None) -> None:
@@ -240,25 +237,12 @@ class Disc21Dataset:
             self.ground_truth()
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building a million small objects (which create no
-    cycles): otherwise it runs again and again over them, doubling the listing time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def scan_ids(folders: list[Path], pattern: str) -> dict[str, str]:
     """id -> path of the files named ``<id><image extension>`` in ``folders`` (not recursive).
 
     One ``os.scandir`` per folder and no stat per file; an id found twice is an error naming both files.
     """
-    regex = re.compile(rf"({pattern})(?i:{'|'.join(re.escape(e) for e in IMAGE_EXTENSIONS)})")
+    regex = re.compile(rf"({pattern}){_EXTENSION_RE}")
     found: dict[str, str] = {}
     for folder in folders:
         with os.scandir(folder) as it:
@@ -275,11 +259,10 @@ def scan_ids(folders: list[Path], pattern: str) -> dict[str, str]:
 
 def read_id_list(path: Path, pattern: str) -> list[str]:
     """Ids from a text file, one per line (blank lines and an image extension are tolerated)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read id list: {exc.strerror}") from None
-    regex = re.compile(rf"({pattern})(?i:\.jpg|\.jpeg|\.png)?")
+    from harness.submissions import read_text_file  # size-checked, names the file on bad bytes
+
+    lines = read_text_file(path).splitlines()
+    regex = re.compile(rf"({pattern}){_EXTENSION_RE}?")
     ids = []
     for n, line in enumerate(lines, 1):
         text = line.strip()
@@ -292,12 +275,6 @@ def read_id_list(path: Path, pattern: str) -> list[str]:
     if not ids:
         raise UserError(f"{path}: id list is empty")
     return ids
-
-
-def _read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from harness.submissions import read_pairs_csv  # the shared safe reader (limits, duplicates, header)
-
-    return read_pairs_csv(path)
 
 
 def _member(ids: np.ndarray, known: dict[str, str] | set[str]) -> np.ndarray:

@@ -40,20 +40,21 @@ class Disc21Scorer:
         self.knn = knn
 
     def score(self, submission: str, ground_truth: str) -> dict[str, Any]:
-        gt = Disc21GroundTruth.from_csv(ground_truth)
+        # Cheap checks first: the submission type and options, before parsing the GT file.
         suffix = Path(submission).suffix.lower()
-        if suffix == ".csv":
-            if self.max_results is not None or self.knn is not None:
-                raise UserError("--max-results / --knn apply to descriptor submissions (.h5) only")
-            from harness.submissions import read_matching_csv
-
-            q, r, s = read_matching_csv(submission)
-            return {**score_predictions(q, r, s, gt, scorer=self.scorer), "track": "matching"}
-        if suffix in (".h5", ".hdf5"):
+        if suffix not in (".csv", ".h5", ".hdf5"):
+            raise SubmissionError(
+                submission, f"unknown submission type {suffix or '(none)'!r}: expected .csv (matching) or .h5 (descriptors)"
+            )
+        if suffix == ".csv" and (self.max_results is not None or self.knn is not None):
+            raise UserError("--max-results / --knn apply to descriptor submissions (.h5) only")
+        gt = Disc21GroundTruth.from_csv(ground_truth)
+        if suffix != ".csv":
             return self._score_descriptors(submission, gt)
-        raise SubmissionError(
-            submission, f"unknown submission type {suffix or '(none)'!r}: expected .csv (matching) or .h5 (descriptors)"
-        )
+        from harness.submissions import read_matching_csv
+
+        q, r, s = read_matching_csv(submission)
+        return {**score_predictions(q, r, s, gt, scorer=self.scorer), "track": "matching"}
 
     def _score_descriptors(self, path: str | os.PathLike[str], gt: Disc21GroundTruth) -> dict[str, Any]:
         from harness.parts import Retrieval

@@ -13,21 +13,17 @@ load. The database is ``imlist`` in file order (the GT indexes it), followed by 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Callable, Iterator, Literal
 
-import numpy as np
-
+from harness.datasets import IMAGE_EXTENSIONS, fingerprint_items, paused_gc
 from harness.errors import UserError
 from harness.parts import Item
-from harness_plugins.disc21.dataset import paused_gc
 
-from .groundtruth import QueryGnd, RevisitopGroundTruth
+from .groundtruth import RevisitopGroundTruth
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DISTRACTOR_LIST = "revisitop1m.txt"
 
 
@@ -75,17 +71,7 @@ class RevisitopDataset:
         if not path.is_file():
             raise UserError(f"{path}: revisitop ground truth not found (download gnd_{self.benchmark}.pkl "
                             f"into the dataset root, or set dataset.ground_truth)")
-        raw = _read_gnd(path)
-        gnd = tuple(
-            QueryGnd(
-                easy=_indices(g["easy"]),
-                hard=_indices(g["hard"]),
-                junk=_indices(g["junk"]),
-                bbx=tuple(float(v) for v in np.asarray(g["bbx"], dtype=np.float64).ravel()),  # type: ignore[arg-type]
-            )
-            for g in raw["gnd"]
-        )
-        return RevisitopGroundTruth(self.benchmark, tuple(map(str, raw["imlist"])), tuple(map(str, raw["qimlist"])), gnd)
+        return RevisitopGroundTruth.from_file(path, self.benchmark)
 
     @cached_property
     def _queries(self) -> list[Item]:
@@ -122,17 +108,14 @@ class RevisitopDataset:
     # --- fingerprint and checks ----------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """sha256 over (role, id, file size) of every item, the query boxes and the GT file's bytes.
+        """sha256 over (role, id, file size, bbox) of every item and the GT file's bytes.
 
         Sizes come from one ``stat`` per file (R1M: a million), never from reading the images."""
         if self._fingerprint is None:
-            h = hashlib.sha256(f"revisitop/{self.version}/{self.benchmark}\n".encode())
-            for role in ("queries", "database"):
-                items = self.items(role)
-                h.update(f"{role}\t{len(items)}\n".encode())
-                h.update("".join(f"{it.id}\t{os.stat(it.path).st_size}\t{it.bbox}\n" for it in items).encode())
-            h.update(b"gt\n" + self.ground_truth_path.read_bytes())
-            self._fingerprint = h.hexdigest()
+            roles = {role: self.items(role) for role in ("queries", "database")}
+            self._fingerprint = fingerprint_items(
+                f"revisitop/{self.version}/{self.benchmark}", roles, self.ground_truth_path
+            )
         return self._fingerprint
 
     def prepare(self, progress: Callable[[int], object] | None = None) -> None:
@@ -160,7 +143,9 @@ def distractor_items(source: Path) -> list[Item]:
         if not found:
             raise UserError(f"{base}: no distractor images (.jpg) found")
         return [Item(i, str(base / found[i])) for i in sorted(found)]
-    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    from harness.submissions import read_text_file  # size-checked, names the file on bad bytes
+
+    names = [line.strip() for line in read_text_file(list_file).splitlines() if line.strip()]
     if not names:
         raise UserError(f"{list_file}: distractor list is empty")
     ids = [_strip_extension(n) for n in names]
@@ -173,15 +158,27 @@ def distractor_items(source: Path) -> list[Item]:
     return [Item(i, str(base / found[i])) for i in ids]
 
 
-def _walk_images(base: Path):
-    """(id, relative path) of every image file under ``base``, with os.scandir (no stat per file)."""
+def _walk_images(base: Path) -> Iterator[tuple[str, str]]:
+    """(id, relative path) of every image file under ``base``, with os.scandir (no stat per file).
+
+    Symlinked folders are followed (R1M shards often live on other disks); a broken link loop or an
+    unreadable folder is a one-line error naming the path instead of an internal OSError."""
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(base / rel if rel else base) as it:
+        folder = base / rel if rel else base
+        try:
+            it = os.scandir(folder)
+        except OSError as exc:
+            raise UserError(f"{folder}: cannot list distractor folder: {exc.strerror}") from None
+        with it:
             for entry in it:
                 path = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_dir():
+                try:
+                    is_dir = entry.is_dir()
+                except OSError as exc:  # e.g. ELOOP: a symlink pointing at itself
+                    raise UserError(f"{entry.path}: cannot read distractor path: {exc.strerror}") from None
+                if is_dir:
                     stack.append(path)
                 elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
                     yield _strip_extension(path), path
@@ -190,14 +187,3 @@ def _walk_images(base: Path):
 def _strip_extension(name: str) -> str:
     stem, ext = os.path.splitext(name)
     return stem if ext.lower() in IMAGE_EXTENSIONS else name
-
-
-def _indices(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=np.int64).ravel()
-
-
-def _read_gnd(path: Path) -> dict[str, Any]:
-    """The validated GT mapping, through the shared safe reader (restricted unpickler or JSON)."""
-    from harness.submissions import read_revisitop_gnd
-
-    return read_revisitop_gnd(path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,3 +27,24 @@ class RevisitopGroundTruth:
     @property
     def n_queries(self) -> int:
         return len(self.qimlist)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> RevisitopGroundTruth:
+        """Typed ground truth from the validated plain dict of :func:`harness.submissions.read_revisitop_gnd`."""
+        gnd = tuple(
+            QueryGnd(
+                easy=np.asarray(g["easy"], dtype=np.int64).ravel(),
+                hard=np.asarray(g["hard"], dtype=np.int64).ravel(),
+                junk=np.asarray(g["junk"], dtype=np.int64).ravel(),
+                bbx=tuple(float(v) for v in g["bbx"]),  # type: ignore[arg-type]
+            )
+            for g in data["gnd"]
+        )
+        return cls(name=name, imlist=tuple(map(str, data["imlist"])), qimlist=tuple(map(str, data["qimlist"])), gnd=gnd)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], name: str) -> RevisitopGroundTruth:
+        """Read ``gnd_<name>.pkl`` (restricted unpickler) or its JSON form, validated."""
+        from harness.submissions import read_revisitop_gnd  # the shared safe reader (limits, structure)
+
+        return cls.from_dict(read_revisitop_gnd(path), name)
