@@ -128,6 +128,11 @@ def test_save_load_round_trip(tmp_path, data):
     wrong = FaissIndex("Flat", metric="ip")
     with pytest.raises(UserError, match="metric"):
         wrong.load(tmp_path / "Flat.faissindex")
+    # A file of another factory whose index lacks the configured parameter: one-line UserError.
+    build("HNSW8", data, search={"k": 5}).save(tmp_path / "hnsw.faissindex")
+    with pytest.raises(UserError, match="nprobe does not apply") as err:
+        FaissIndex("IVF16,PQ8x4", nprobe=3).load(tmp_path / "hnsw.faissindex")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,21 @@ class _Transform:
         return f"{type(self).__name__}({params})"
 
 
+class _Factor(_Transform):
+    """An AugLy op with a single ``factor`` drawn uniformly from [min_factor, max_factor]."""
+
+    op = ""
+    low: float = 0.0  # bounds accepted for the factor range
+    high: float | None = None
+
+    def __init__(self, min_factor: float = 0.5, max_factor: float = 1.5) -> None:
+        _range(f"{self.op} factor", min_factor, max_factor, low=self.low, high=self.high)
+        self.min_factor, self.max_factor = min_factor, max_factor
+
+    def apply(self, image, rng):
+        return getattr(_functional(), self.op)(image, factor=_u(rng, self.min_factor, self.max_factor))
+
+
 # --- geometry -------------------------------------------------------------------------------------
 
 
@@ -139,15 +154,14 @@ class VFlip(_Transform):
         return _functional().vflip(image)
 
 
-class Scale(_Transform):
+class Scale(_Factor):
     """Resize by a factor in [min_factor, max_factor] (AugLy scale)."""
 
-    def __init__(self, min_factor: float = 0.3, max_factor: float = 1.0) -> None:
-        _range("scale factor", min_factor, max_factor, low=0.01, high=4.0)
-        self.min_factor, self.max_factor = min_factor, max_factor
+    op = "scale"
+    low, high = 0.01, 4.0
 
-    def apply(self, image, rng):
-        return _functional().scale(image, factor=_u(rng, self.min_factor, self.max_factor))
+    def __init__(self, min_factor: float = 0.3, max_factor: float = 1.0) -> None:
+        super().__init__(min_factor, max_factor)
 
 
 class ChangeAspectRatio(_Transform):
@@ -241,19 +255,6 @@ class PadSquare(_Transform):
 
 
 # --- colour and pixels ----------------------------------------------------------------------------
-
-
-class _Factor(_Transform):
-    """An AugLy op with a single ``factor`` drawn uniformly from [min_factor, max_factor]."""
-
-    op = ""
-
-    def __init__(self, min_factor: float = 0.5, max_factor: float = 1.5) -> None:
-        _range(f"{self.op} factor", min_factor, max_factor, low=0.0)
-        self.min_factor, self.max_factor = min_factor, max_factor
-
-    def apply(self, image, rng):
-        return getattr(_functional(), self.op)(image, factor=_u(rng, self.min_factor, self.max_factor))
 
 
 class Brightness(_Factor):
@@ -595,14 +596,18 @@ class _Chain(_Transform):
 
     ops: dict[str, tuple[float, int, _Transform]]  # name -> (weight, stage, transform)
 
-    def _chain(self, image, rng, min_ops: int, max_ops: int):
+    def __init__(self, name: str, min_ops: int, max_ops: int) -> None:
+        _require(1 <= min_ops <= max_ops, f"{name}: need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
+        self.min_ops, self.max_ops = min_ops, max_ops
+
+    def apply(self, image, rng):
         names = list(self.ops)
         weights = np.array([self.ops[n][0] for n in names], dtype=np.float64)
-        n = int(rng.integers(min_ops, min(max_ops, len(names)) + 1))
+        n = int(rng.integers(self.min_ops, min(self.max_ops, len(names)) + 1))
         chosen = rng.choice(len(names), size=n, replace=False, p=weights / weights.sum())
         # Geometry, then colour, then overlays, then layouts, then re-encoding: how copies are made.
         for i in sorted(chosen.tolist(), key=lambda i: (self.ops[names[i]][1], i)):
-            image = _rgb(self.ops[names[i]][2](image, rng))
+            image = self.ops[names[i]][2](image, rng)  # __call__ returns RGB
         return image
 
 
@@ -636,12 +641,9 @@ class Disc21Like(_Chain):
 
     def __init__(self, strength: float = 0.5, min_ops: int = 1, max_ops: int = 3) -> None:
         _range("disc21_like strength", 0.0, strength, high=1.0)
-        _require(1 <= min_ops <= max_ops, f"disc21_like: need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
-        self.strength, self.min_ops, self.max_ops = strength, min_ops, max_ops
+        self.strength = strength
+        super().__init__("disc21_like", min_ops, max_ops)
         self.ops = _graded_ops(strength)
-
-    def apply(self, image, rng):
-        return self._chain(image, rng, self.min_ops, self.max_ops)
 
 
 class Mix(_Chain):
@@ -659,12 +661,8 @@ class Mix(_Chain):
         weights = list(weights) if weights is not None else [1.0] * len(names)
         _require(len(weights) == len(names), f"augly.mix: {len(weights)} weights for {len(names)} ops")
         _require(all(w >= 0 for w in weights) and sum(weights) > 0, "augly.mix: weights must be >= 0, not all 0")
-        _require(1 <= min_ops <= max_ops, f"augly.mix: need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
-        self.min_ops, self.max_ops = min_ops, max_ops
+        super().__init__("augly.mix", min_ops, max_ops)
         self.ops = {n: (float(w), i, chainable[n]()) for i, (n, w) in enumerate(zip(names, weights)) if w > 0}
-
-    def apply(self, image, rng):
-        return self._chain(image, rng, self.min_ops, self.max_ops)
 
 
 TRANSFORMS: dict[str, Callable[..., _Transform]] = {

@@ -23,13 +23,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 
-def _square(images: list["Image.Image"], size: int, mode: str) -> np.ndarray:
-    """Images resized (short side) and centre-cropped to size x size, stacked: (n, size, size[, c])."""
+def _fit(images: list["Image.Image"], size: int) -> list["Image.Image"]:
+    """RGB images resized (short side) and centre-cropped to size x size."""
     from PIL import Image, ImageOps
 
+    return [ImageOps.fit(_rgb(im), (size, size), Image.BILINEAR) for im in images]
+
+
+def _stack(images: list["Image.Image"], mode: str) -> np.ndarray:
+    """Images converted to ``mode`` and stacked: (n, h, w[, c])."""
+    return np.stack([np.asarray(im.convert(mode)) for im in images])
+
+
+def _square(images: list["Image.Image"], size: int, mode: str) -> np.ndarray:
+    """Images resized (short side) and centre-cropped to size x size, stacked: (n, size, size[, c])."""
     # resize first: converting the small image (to HSV in particular) is the cheap order
-    out = [np.asarray(ImageOps.fit(_rgb(im), (size, size), Image.BILINEAR).convert(mode)) for im in images]
-    return np.stack(out)
+    return _stack(_fit(images, size), mode)
 
 
 def _rgb(image: "Image.Image") -> "Image.Image":
@@ -118,7 +127,8 @@ class Gist:
         from scipy import fft
 
         n, side, p = len(images), self.size + 2 * self.pad, self.pad
-        gray = np.log1p(_square(images, self.size, "L").astype(np.float32))
+        fitted = _fit(images, self.size)  # once: the colour features reuse it
+        gray = np.log1p(_stack(fitted, "L").astype(np.float32))
         x = np.pad(gray, ((0, 0), (p, p), (p, p)), mode="reflect")
         low = _lowpass(side, 4.0 * side / self.size)
         x = x - fft.ifft2(fft.fft2(x, workers=-1) * low, workers=-1).real  # high-pass (whitening)
@@ -130,7 +140,7 @@ class Gist:
         energy = np.abs(response[..., p : p + self.size, p : p + self.size])
         feats = [_grid_mean(energy, self.grid).reshape(n, -1)]
         if self.color:
-            rgb = _square(images, self.size, "RGB").astype(np.float32) / 255.0
+            rgb = _stack(fitted, "RGB").astype(np.float32) / 255.0
             feats.append(_grid_mean(rgb.transpose(0, 3, 1, 2), self.grid).reshape(n, -1))
         return np.ascontiguousarray(np.concatenate(feats, axis=1), dtype=np.float32)
 

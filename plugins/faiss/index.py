@@ -53,6 +53,10 @@ class SearchMode:
             return cls("global_top_k", 0, _positive_int(search.get("per_query", 10), "search.per_query"))
         return cls(kind, _positive_int(value, f"search.{kind}"))
 
+    def global_k(self, nq: int) -> int:
+        """K of a global_top_k search over ``nq`` queries (``per_query x nq`` when "auto")."""
+        return int(self.value) if self.value else self.per_query * nq
+
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -130,13 +134,19 @@ class FaissIndex:
         import faiss
 
         index = faiss.index_factory(int(d), self.factory, self._faiss_metric())
+        self._set_params(index)
+        return index
+
+    def _set_params(self, index: Any) -> None:
+        """Apply ``nprobe`` / ``efSearch``; one that the index does not have is a UserError."""
+        import faiss
+
         space = faiss.ParameterSpace()
         for name, value in self.params.items():
             try:
                 space.set_index_parameter(index, name, value)
             except RuntimeError:
                 raise UserError(f"index faiss: {name} does not apply to factory {self.factory!r}") from None
-        return index
 
     def _probe(self) -> Any:
         """Build the index for a dummy dimension: catches bad factory strings before any data is read."""
@@ -216,7 +226,6 @@ class FaissIndex:
         queries = _as_matrix(queries)
         nq = len(queries)
         mode = self.mode
-        k_global = int(mode.value) if mode.value else mode.per_query * nq
         if self.ntotal == 0:
             if mode.kind == "k":
                 k = int(mode.value)
@@ -228,7 +237,7 @@ class FaissIndex:
                 return exact.knn_search(queries, db, int(mode.value), metric=self.metric, block_size=self.block_size,
                                         progress=progress)
             if mode.kind == "global_top_k":
-                return exact.global_top_k(queries, db, k_global, metric=self.metric, block_size=self.block_size,
+                return exact.global_top_k(queries, db, mode.global_k(nq), metric=self.metric, block_size=self.block_size,
                                           progress=progress)
             return exact.range_search(queries, db, mode.value, metric=self.metric, block_size=self.block_size)
         if queries.shape[1] != self._index.d:
@@ -238,7 +247,7 @@ class FaissIndex:
             return Neighbors.knn(idx, scores)
         if mode.kind == "global_top_k":
             return exact.global_top_k_from_knn(
-                lambda rows, kk: self._knn(queries[rows], kk), nq, self.ntotal, k_global
+                lambda rows, kk: self._knn(queries[rows], kk), nq, self.ntotal, mode.global_k(nq)
             )
         return self._range(queries, mode.value)
 
@@ -249,8 +258,7 @@ class FaissIndex:
 
     def _knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         dist, idx = self._index.search(np.ascontiguousarray(queries), k)
-        scores = dist if self._similarity() else -dist
-        return np.where(idx >= 0, scores, np.float32(-np.inf)).astype(np.float32), idx
+        return exact.mask_padding(exact.to_scores(dist, similarity=self._similarity()), idx), idx
 
     def _range(self, queries: np.ndarray, threshold: float) -> Neighbors:
         try:
@@ -258,7 +266,7 @@ class FaissIndex:
         except RuntimeError as e:
             raise UserError(f"index faiss: factory {self.factory!r} cannot range-search: {_faiss_reason(e)}") from None
         q = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(lims.astype(np.int64)))
-        s = (dist if self._similarity() else -dist).astype(np.float32)
+        s = exact.to_scores(dist, similarity=self._similarity()).astype(np.float32)
         order = np.lexsort((idx, -s, q))
         return Neighbors.pairs(q[order], idx[order], s[order])
 
@@ -298,9 +306,7 @@ class FaissIndex:
             db = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d) if n else np.empty((0, d), np.float32)
             self._index, self._parts, self._db = index, [db], db
             return
-        space = faiss.ParameterSpace()
-        for name, value in self.params.items():
-            space.set_index_parameter(index, name, value)
+        self._set_params(index)
         self._index = index
 
 

@@ -19,7 +19,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -59,14 +59,10 @@ def global_top_k(
     nq, nb = len(queries), len(database)
     if k == 0 or nq == 0 or nb == 0:
         return _empty_pairs()
-    block_size = _check_count(block_size, "block_size", minimum=1)
     state = _TopK(k, nb)
     depth = np.full(nq, _first_depth(k, nq), dtype=np.int64)  # per query, grows where needed
-    for b0 in range(0, nb, block_size):
-        block = database[b0 : b0 + block_size]
+    for b0, block in _blocks(database, block_size, progress):
         state.add_source(_flat_knn_fn(queries, block, metric, offset=b0), depth, kmax=len(block))
-        if progress is not None:
-            progress(len(block))
     return state.result()
 
 
@@ -106,16 +102,12 @@ def knn_search(
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_i = np.empty((nq, 0), dtype=np.int64)
     if nq and k:
-        block_size = _check_count(block_size, "block_size", minimum=1)
-        for b0 in range(0, nb, block_size):
-            block = database[b0 : b0 + block_size]
+        for b0, block in _blocks(database, block_size, progress):
             s, i = _block_topk(_flat_knn_fn(queries, block, metric, offset=b0), nq, k, len(block))
             if best_s.shape[1] == 0:  # first block: already in (score desc, index asc) order
                 best_s, best_i = s, i
             else:
                 best_s, best_i = _row_topk(np.hstack([best_s, s]), np.hstack([best_i, i]), k)
-            if progress is not None:
-                progress(len(block))
     pad = k - best_s.shape[1]
     if pad > 0:
         best_s = np.hstack([best_s, np.full((nq, pad), -np.inf, dtype=np.float32)])
@@ -142,11 +134,9 @@ def range_search(
     nq, d = queries.shape
     if nq == 0 or len(database) == 0:
         return _empty_pairs()
-    block_size = _check_count(block_size, "block_size", minimum=1)
     fn = faiss.range_search_L2sqr if metric == "l2" else faiss.range_search_inner_product
     parts_q, parts_r, parts_s = [], [], []
-    for b0 in range(0, len(database), block_size):
-        block = database[b0 : b0 + block_size]
+    for b0, block in _blocks(database, block_size):
         res = faiss.RangeSearchResult(nq)
         fn(faiss.swig_ptr(queries), faiss.swig_ptr(block), d, nq, len(block), float(threshold), res)
         lims = faiss.rev_swig_ptr(res.lims, nq + 1).astype(np.int64)
@@ -155,7 +145,7 @@ def range_search(
         labels = faiss.rev_swig_ptr(res.labels, n).copy() if n else np.empty(0, np.int64)
         parts_q.append(np.repeat(np.arange(nq, dtype=np.int64), np.diff(lims)))
         parts_r.append(labels.astype(np.int64) + b0)
-        parts_s.append(-dist if metric == "l2" else dist)
+        parts_s.append(to_scores(dist, similarity=metric == "ip"))
     q, r, s = np.concatenate(parts_q), np.concatenate(parts_r), np.concatenate(parts_s).astype(np.float32)
     order = np.lexsort((r, -s, q))
     return Neighbors.pairs(q[order], r[order], s[order])
@@ -183,6 +173,29 @@ def _check_count(value: int, name: str, minimum: int = 0) -> int:
     return int(value)
 
 
+def _blocks(
+    database: np.ndarray, block_size: int, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, rows) of each database block; ``progress(rows)`` once the caller is done with it."""
+    block_size = _check_count(block_size, "block_size", minimum=1)
+    for b0 in range(0, len(database), block_size):
+        block = database[b0 : b0 + block_size]
+        yield b0, block
+        if progress is not None:
+            progress(len(block))
+
+
+def to_scores(dist: np.ndarray, *, similarity: bool) -> np.ndarray:
+    """faiss distances -> higher-is-better scores: unchanged for a similarity (inner product), negated
+    for a distance (squared L2, Hamming)."""
+    return dist if similarity else -dist
+
+
+def mask_padding(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """float32 scores with -inf where faiss padded the result (index -1)."""
+    return np.where(idx >= 0, scores, np.float32(-np.inf)).astype(np.float32, copy=False)
+
+
 def _empty_pairs() -> Neighbors:
     return Neighbors.pairs(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
 
@@ -203,8 +216,7 @@ def _flat_knn_fn(queries: np.ndarray, block: np.ndarray, metric: str, offset: in
     def search(rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         xq = queries if len(rows) == len(queries) else np.ascontiguousarray(queries[rows])
         dist, idx = faiss.knn(xq, block, kk, metric=fmetric)
-        scores = -dist if metric == "l2" else dist
-        return scores, np.where(idx >= 0, idx + offset, -1)
+        return to_scores(dist, similarity=metric == "ip"), np.where(idx >= 0, idx + offset, -1)
 
     return search
 
@@ -229,7 +241,7 @@ def _block_topk(search: KnnFn, nq: int, k: int, nrows: int) -> tuple[np.ndarray,
     out_i = np.empty((nq, kout), np.int64)
     while len(rows):
         s, i = search(rows, kk)
-        s = np.where(i >= 0, s, np.float32(-np.inf)).astype(np.float32, copy=False)
+        s = mask_padding(s, i)
         if kout < kk < nrows:
             open_ = (s[:, kk - 1] == s[:, kout - 1]) & (i[:, kk - 1] >= 0)
         else:
@@ -292,7 +304,7 @@ class _TopK:
             rows, kk = pending.pop()
             kk = min(kk, kmax)
             s, i = search(rows, kk)
-            s = np.where(i >= 0, s, np.float32(-np.inf)).astype(np.float32, copy=False)
+            s = mask_padding(s, i)
             valid = i >= 0
             tau = self._threshold(s[valid])
             saturated = (kk < kmax) & valid[:, -1] & (s[:, -1] >= tau)

@@ -116,15 +116,20 @@ class PCAWhiten(PCA):
         return vectors / denom
 
 
-class L2Normalize:
-    """L2 normalization of every descriptor (all-zero rows stay zero)."""
+class _Stateless:
+    """A step with nothing to fit: the runner need not describe the train split for it."""
 
     version = "1"
-    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
-    needs_training = False  # stateless: the runner need not describe the train split for it
+    needs_training = False
 
     def fit(self, train: np.ndarray | None) -> None:
         pass
+
+
+class L2Normalize(_Stateless):
+    """L2 normalization of every descriptor (all-zero rows stay zero)."""
+
+    rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
 
     def apply(self, x: np.ndarray, role: str) -> np.ndarray:
         x = np.array(_matrix(x, "l2_normalize"), dtype=np.float32)  # a copy: the input stays untouched
@@ -133,18 +138,13 @@ class L2Normalize:
         return x
 
 
-class Truncate:
+class Truncate(_Stateless):
     """Dimensionality cap: keep the first ``dim`` components (DISC21 allows at most 256)."""
 
-    version = "1"
     rowwise = True  # each output row depends on its input row only: the runner applies it in blocks
-    needs_training = False  # stateless: the runner need not describe the train split for it
 
     def __init__(self, dim: int = 256) -> None:
         self.dim = _check_dim(dim, "truncate")
-
-    def fit(self, train: np.ndarray | None) -> None:
-        pass
 
     def apply(self, x: np.ndarray, role: str) -> np.ndarray:
         return np.ascontiguousarray(_matrix(x, "truncate")[:, : self.dim], dtype=np.float32)
@@ -221,22 +221,15 @@ class ScoreNorm:
         return np.ascontiguousarray(np.hstack([np.asarray(x, np.float32), extra[:, None].astype(np.float32)]))
 
 
-class ShuffleDatabase:
+class ShuffleDatabase(_Stateless):
     """Chance baseline: permute the database descriptors, so every reference gets another's vector.
 
     The score distribution, the dimensions and everything else stay as they were; only the link between a
     reference id and its content is broken. A track's metrics under this step are its shuffled baseline.
     """
 
-    version = "1"
-
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-
-    needs_training = False
-
-    def fit(self, train: np.ndarray | None) -> None:
-        pass
 
     def apply(self, x: np.ndarray, role: str) -> np.ndarray:
         x = _matrix(x, "shuffle_database")

@@ -32,11 +32,18 @@ def load_state_dict(path: str, key: str | None = None) -> dict[str, "torch.Tenso
     ``key`` picks a wrapper entry explicitly (for example ``"state_dict_ema"``); otherwise the first of
     :data:`WRAPPER_KEYS` present is used when the top level is not itself a state dict.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: checkpoint file not found")
+    path = existing_file(path, "checkpoint")
     obj = _read(path)
     state = _unwrap(obj, path, key)
     return {_strip(k): v for k, v in state.items()}
+
+
+def existing_file(path: str, what: str) -> str:
+    """``path`` with ``~`` expanded; a UserError naming ``what`` when it is not an existing file."""
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: {what} file not found")
+    return path
 
 
 def _read(path: str) -> Any:

@@ -10,7 +10,6 @@ module is imported; the model itself is built on first use.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 
 from harness.errors import UserError
 
-from .checkpoint import file_sha256, load_state_dict
+from .checkpoint import existing_file, file_sha256, load_state_dict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Resize, collate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +30,7 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class _TorchDescriptor:
-    """Shared machinery: device choice, batching, multi-scale averaging, L2 normalisation."""
+    """Shared machinery: preprocessing, device choice, batching, multi-scale averaging, L2 normalisation."""
 
     version = "1"
     #: Batches samples from :attr:`preprocess`; a module-level function, so it pickles by reference.
@@ -40,12 +39,25 @@ class _TorchDescriptor:
     def __init__(
         self,
         *,
-        preprocess: Preprocess,
+        size: int | None,
+        resize: Resize,
+        scales: Sequence[float],
+        mean: Sequence[float],
+        std: Sequence[float],
         batch_size: int,
         device: str,
         half: bool,
         normalize: bool,
+        interpolation: Literal["bilinear", "bicubic"] = "bilinear",
     ) -> None:
+        preprocess = Preprocess(
+            size=size,
+            resize=resize,
+            scales=tuple(float(s) for s in scales),
+            mean=tuple(mean),
+            std=tuple(std),
+            interpolation=interpolation,
+        )
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
         if not _DEVICE.match(device):
@@ -178,7 +190,7 @@ class TimmDescriptor(_TorchDescriptor):
     ``mean``, ``cls`` (class token of ViT-like models) or ``model`` (the model's own pooled,
     head-less output). ``size``/``resize``/``scales`` as in the literature: square, short-side or
     long-side resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
-    ``device: auto`` uses CUDA when present, else the CPU with all cores; ``half`` is float16 on GPU only.
+    ``device: auto`` uses CUDA when present, else the CPU (torch's default thread count); ``half`` is float16 on GPU only.
     """
 
     def __init__(
@@ -203,22 +215,23 @@ class TimmDescriptor(_TorchDescriptor):
     ) -> None:
         cfg = _timm_config(model)
         if checkpoint is not None:
-            checkpoint = os.path.expanduser(str(checkpoint))
-            if not os.path.isfile(checkpoint):
-                raise UserError(f"{checkpoint}: checkpoint file not found")
+            checkpoint = existing_file(checkpoint, "checkpoint")
             if pretrained:
                 raise UserError("give either checkpoint or pretrained: true, not both")
         if gem_p <= 0:
             raise UserError(f"gem_p must be > 0 (got {gem_p})")
-        preprocess = Preprocess(
+        super().__init__(
             size=size,
             resize=resize,
-            scales=tuple(float(s) for s in scales),
-            mean=tuple(mean) if mean is not None else tuple(cfg.get("mean") or IMAGENET_MEAN),
-            std=tuple(std) if std is not None else tuple(cfg.get("std") or IMAGENET_STD),
+            scales=scales,
+            mean=mean if mean is not None else cfg.get("mean") or IMAGENET_MEAN,
+            std=std if std is not None else cfg.get("std") or IMAGENET_STD,
             interpolation=cfg.get("interpolation") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
+            batch_size=batch_size,
+            device=device,
+            half=half,
+            normalize=normalize,
         )
-        super().__init__(preprocess=preprocess, batch_size=batch_size, device=device, half=half, normalize=normalize)
         self.model_name = model
         self.checkpoint = checkpoint
         self.checkpoint_key = checkpoint_key
@@ -245,8 +258,6 @@ class TimmDescriptor(_TorchDescriptor):
     def _build(self, device: "torch.device") -> "torch.nn.Module":
         import torch
 
-        if device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
         with torch.random.fork_rng(devices=[]):  # a reproducible random init without touching global RNG
             torch.manual_seed(self.seed)
             net = _create_timm(self.model_name, self.pretrained)
@@ -333,13 +344,11 @@ class TorchScriptDescriptor(_TorchDescriptor):
         half: bool = False,
         normalize: bool = True,
     ) -> None:
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: TorchScript file not found")
-        preprocess = Preprocess(
-            size=size, resize=resize, scales=tuple(float(s) for s in scales), mean=tuple(mean), std=tuple(std)
+        path = existing_file(path, "TorchScript")
+        super().__init__(
+            size=size, resize=resize, scales=scales, mean=mean, std=std,
+            batch_size=batch_size, device=device, half=half, normalize=normalize,
         )
-        super().__init__(preprocess=preprocess, batch_size=batch_size, device=device, half=half, normalize=normalize)
         self.path = path
 
     def fingerprint(self) -> str:
@@ -352,8 +361,6 @@ class TorchScriptDescriptor(_TorchDescriptor):
     def _build(self, device: "torch.device") -> "torch.nn.Module":
         import torch
 
-        if device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
         try:
             with warnings.catch_warnings():  # torch >= 2.9 flags TorchScript as deprecated; it is the format
                 warnings.simplefilter("ignore", FutureWarning)
