@@ -93,15 +93,16 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(listing, indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="harness plugins")
-    for col in ("plugin", "package", "parts", "status"):
-        table.add_column(col)
+    table = Table(title="harness plugins", show_lines=True)
+    for col, ratio in (("plugin", 1), ("package", 1), ("parts", 4)):
+        table.add_column(col, ratio=ratio, overflow="fold")
     for p in listing:
-        parts = "\n".join(f"{k}: {', '.join(v)}" for k, v in p["parts"].items())
-        status = "[red]" + "\n".join(p["errors"]) + "[/red]" if p["errors"] else "[green]ok[/green]"
-        table.add_row(p["name"], f"{p['package']} {p['version'] or ''}".strip(), parts, status)
+        lines = [f"[bold]{k}[/bold]: {escape(', '.join(v))}" for k, v in p["parts"].items()]
+        lines += [f"[red]{escape(e)}[/red]" for e in p["errors"]]
+        table.add_row(escape(p["name"]), escape(f"{p['package']} {p['version'] or ''}".strip()), "\n".join(lines))
     _console().print(table)
 
 
