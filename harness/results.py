@@ -53,11 +53,34 @@ def environment(*, probe_gpu: bool = False) -> dict[str, Any]:
     return env
 
 
+def harness_source() -> dict[str, Any]:
+    """The code that produced a result: version, and the git commit when running from a checkout
+    (``dirty`` when the working tree differs from it)."""
+    import subprocess
+
+    info: dict[str, Any] = {"version": harness.__version__, "git_commit": None, "dirty": None}
+    root = Path(harness.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return info
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return info
+    if commit.returncode == 0:
+        info["git_commit"] = commit.stdout.strip()
+        info["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
+    return info
+
+
 def build_document(*, spec: Any, overrides: list[str], parts: dict[str, Any], data: dict[str, Any],
                    stages: list[dict[str, Any]], metrics: dict[str, Any], started: float, duration: float) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "harness_version": harness.__version__,
+        "harness_source": harness_source(),
         "task": spec.task,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(duration, 3),

@@ -100,6 +100,10 @@ def test_result_document_contents(tmp_path, toy_registry):
     on_disk = json.loads(path.read_text())
     assert on_disk == json.loads(json.dumps(doc))
     assert on_disk["schema_version"] == 1
+    source = on_disk["harness_source"]
+    assert source["version"] == on_disk["harness_version"]
+    if source["git_commit"] is not None:  # running from a checkout (as in CI): the exact commit
+        assert len(source["git_commit"]) == 40 and isinstance(source["dirty"], bool)
     assert on_disk["task"] == "toy"
     assert on_disk["spec"]["resolved"]["index"] == {"name": "brute", "k": 4}
     assert on_disk["spec"]["overrides"] == ["index.k=4"]
