@@ -240,3 +240,15 @@ def test_malformed_gt_is_refused_by_the_shared_reader(tmp_path, official):
     dup.write_text(f"query_id,reference_id\n{q},{r}\n{q},\n")
     with pytest.raises(UserError, match=rf"dup\.csv: line 3: more than one reference for query {q}"):
         Disc21Dataset(str(official.root), ground_truth=str(dup)).ground_truth()
+
+
+def test_counts_are_checked_when_the_spec_is_validated(tmp_path):
+    from harness.errors import SpecError
+    from harness.spec import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("task: t\ndataset: {name: disc21, root: /nowhere, n_queries: 0}\ndescriptor: {name: gist}\n"
+                    "index: {name: faiss}\nmetrics: [{name: disc21}]\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    assert str(info.value).startswith(f"{spec}:2: dataset.n_queries: dataset 'disc21': parameter 'n_queries'")

@@ -31,6 +31,7 @@ import numpy as np
 
 from harness.datasets import IMAGE_EXTENSIONS, fingerprint_items, paused_gc
 from harness.errors import UserError
+from harness.params import PositiveInt
 from harness.parts import Item
 
 from .groundtruth import Disc21GroundTruth
@@ -55,9 +56,9 @@ class Disc21Dataset:
         root: str,
         queries: Literal["dev", "final"] = "dev",
         ground_truth: str | None = None,
-        n_queries: int | None = None,
-        n_references: int | None = None,
-        n_train: int | None = None,
+        n_queries: PositiveInt | None = None,
+        n_references: PositiveInt | None = None,
+        n_train: PositiveInt | None = None,
         query_list: str | None = None,
         reference_list: str | None = None,
         train_list: str | None = None,
