@@ -137,10 +137,10 @@ class Run:
         desc_keys = {role: make_key(stage="describe", role=role, items=(queries_key if role == "queries" else data_ident),
                                     descriptor=desc_ident) for role in items}
         needs_train = any(getattr(p, "needs_training", True) for p in post) or bool(getattr(index, "needs_training", False))
+        use_train = needs_train and items["train"] is not None
         post_ident = [self.identity(ps, p) for ps, p in zip(spec.postprocess, post)]
         post_key = make_key(stage="postprocess", inputs=[desc_keys[r] for r in ("queries", "database")],
-                            train=desc_keys["train"] if (needs_train and items["train"] is not None) else None,
-                            steps=post_ident)
+                            train=desc_keys["train"] if use_train else None, steps=post_ident)
         search_key = make_key(stage="search", inputs=post_key, index=self.identity(spec.index, index))
 
         # lazy getters
@@ -152,14 +152,15 @@ class Run:
                               lambda e: self._load_query_items(e))
 
         def described(role: str) -> np.ndarray:
-            its = query_items() if role == "queries" else items[role]
+            # the items are asked for only if the descriptors must be computed (query items may be a stage)
             return self.stage(f"describe:{role}", desc_keys[role],
-                              lambda w: self._describe(w, role, descriptor, its, desc_keys[role]),
+                              lambda w: self._describe(w, role, descriptor,
+                                                       query_items() if role == "queries" else items[role],
+                                                       desc_keys[role]),
                               lambda e: np.load(e / "vectors.npy", mmap_mode="r"))
 
         def postprocessed() -> dict[str, np.ndarray]:
             def compute(work: Path) -> dict[str, Any]:
-                use_train = needs_train and items["train"] is not None
                 tr = np.asarray(described("train")) if use_train else None
                 for p in post:  # each step is fitted on the training split as the previous steps left it
                     p.fit(tr)
@@ -232,7 +233,7 @@ class Run:
                           ("postprocess", post_key), ("search", search_key)]:
             if key is None or name in self.stages:
                 continue
-            if name == "describe:train" and not needs_train:
+            if name == "describe:train" and not use_train:
                 continue
             self.stages[name] = StageRecord(name, key, "cached" if self.cache.lookup(key) else "not needed")
         return results
