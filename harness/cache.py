@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.spec import sha256_json
+from harness.hashing import sha256_json  # not harness.spec: the cache needs no YAML
 
 
 def default_cache_dir() -> Path:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from harness.errors import SpecError, SpecIssue, UserError
+from harness.hashing import sha256_json
 from harness.params import check_params
 
 PathT = tuple  # tuple of str keys / int indices
@@ -79,14 +78,6 @@ class Spec:
     @property
     def hash(self) -> str:
         return sha256_json(self.data)
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 # --- loading with locations ----------------------------------------------------------------------
