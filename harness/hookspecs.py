@@ -1,4 +1,4 @@
-"""The plugin API of harness, version 1: one hook per kind of part.
+"""The plugin API of harness, version 2: one hook per kind of part.
 
 A plugin is a module that implements any of the hooks below, marked with :data:`harness.hookimpl`,
 and is announced through the ``harness`` entry-point group of its distribution::
@@ -16,8 +16,14 @@ kind. ``factory`` is a class or function; the runner calls it with the spec's pa
 arguments (everything in the spec mapping except ``name``). The factory's signature *is* the parameter
 schema: unknown or missing parameters, and values that do not match the type annotations, are spec
 errors reported before any data is touched. The first line of the factory's docstring is shown by
-``harness list KIND``. An optional ``version`` attribute on the factory (a string) enters the cache key
-and the result document, so bump it whenever outputs change.
+``harness list KIND``. A ``version`` attribute on the factory (a string) enters the cache keys and the
+result document: bump it whenever outputs change. (A part without one is keyed by its package's
+version, so every release of the package invalidates its cached outputs.)
+
+A parameter annotated with :func:`harness.params.PartParam` (or ``PartListParam``) is itself a part:
+the spec gives a part mapping, the core validates it recursively, creates it through the registry and
+passes the created object; its identity enters the holder's cache keys. Every created part carries a
+``harness_spec`` attribute (its resolved ``{name, **params}`` mapping) where the object allows it.
 
 Plugin modules must import quickly: import torch, faiss, timm or augly inside methods, never at module
 level, so that ``harness --help`` and ``harness validate`` stay fast. The structural contracts of the
@@ -45,7 +51,26 @@ def register_datasets(register: Register) -> None:
     builds it, for generated datasets) and offers its splits by role: ``"queries"``, ``"database"`` and,
     when the benchmark has one, ``"train"`` (for PCA, whitening, score normalization, index training).
     It also returns the ground truth in a typed form that the track's metrics understand, and a data
-    fingerprint that enters every cache key.
+    fingerprint (``fingerprint()``) that keys what depends on the whole dataset (metrics). Stages that
+    depend on one role only (describing the database) are keyed by that role's items: by default the
+    core hashes (id, file size, bbox) of the role's items; a dataset may offer
+    ``role_fingerprint(role) -> str`` instead (e.g. when its files are generated).
+    """
+
+
+@hookspec
+def register_pipelines(register: Register) -> None:
+    """Register pipelines: the shapes of tracks (retrieval, watermark robustness, composed retrieval).
+
+    ``pipeline: NAME`` in a spec selects one (default ``retrieval``). The factory takes no parameters
+    and returns a :class:`harness.parts.Pipeline`: ``fields`` (the spec keys it reads, as
+    :class:`harness.parts.Field`: part kinds, lists, chains, plain options; the core validates them
+    before anything runs, per grid cell), ``roles`` (the dataset roles it needs), ``metric_input`` (the
+    type name of what its metrics take: a metric whose ``input_type`` differs is a spec error), and
+    ``build(cell, ctx)``, which creates parts through ``ctx`` (:class:`harness.context.BuildContext`),
+    adds keyed stages to the run's graph and returns ``{label: metric stage}``. The core expands the
+    grid, calls ``build`` once per cell (stages with equal keys are shared), evaluates the metric
+    stages and writes the result document; it never branches on a pipeline's name.
     """
 
 
@@ -103,14 +128,17 @@ def register_watermarkers(register: Register) -> None:
     """
 
 
+
 @hookspec
 def register_metrics(register: Register) -> None:
     """Register metrics.
 
-    A metric (:class:`harness.parts.Metric`) is a pure function ``metric(ground_truth, retrieval)`` that
-    returns a ``dict`` of named numbers (``None`` where a value is undefined, e.g. a recall at a
+    A metric (:class:`harness.parts.Metric`) is a pure function ``metric(ground_truth, output)`` of the
+    pipeline's output (``input_type`` on the factory names the type it takes; default
+    ``"retrieval"``: :class:`harness.parts.Retrieval`) that returns a ``dict`` of named numbers (``None`` where a value is undefined, e.g. a recall at a
     precision that is never reached). It names the scoring protocol and version it implements in its
-    ``protocol`` and ``version`` attributes; both go into the result document.
+    ``protocol`` and ``version`` attributes; both go into the result document. ``display`` (value
+    name or pattern -> ``"percent"`` | ``"number"`` | ``"integer"``) says how the terminal shows values.
     """
 
 
@@ -118,9 +146,11 @@ def register_metrics(register: Register) -> None:
 def register_scorers(register: Register) -> None:
     """Register submission scorers for ``harness score TRACK SUBMISSION --ground-truth GT``.
 
-    ``name`` is the TRACK argument. The factory receives the command's track options as keyword
-    arguments (only those the user gave: ``scorer``, ``max_results``, ``knn``); an option the
-    factory does not accept is reported as unsupported for that track. The created object
+    ``name`` is the TRACK argument. The factory's keyword parameters are the track's command-line
+    options (``max_results`` is ``--max-results``; a ``Literal`` is a choice; a ``bool`` is a flag),
+    parsed after TRACK and given only when the user typed them; an optional ``options_help`` mapping
+    (parameter -> text) documents them in ``harness score TRACK --help``. An option the factory does not
+    accept is reported as unsupported for that track. The created object
     (:class:`harness.parts.Scorer`) reads the untrusted submission and ground truth with the safe
     readers of :mod:`harness.submissions`, and returns a JSON-serialisable ``dict``.
     """

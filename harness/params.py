@@ -26,6 +26,52 @@ NonNegativeInt = typing.Annotated[int, annotated_types.Ge(0)]
 
 
 @dataclass(frozen=True)
+class PartRef:
+    """Marks a factory parameter whose value is itself a part of ``kind`` (``many``: a list of them).
+
+    The spec gives it as a part mapping (``{name: ..., **params}``); it is validated recursively (with
+    file:line and did-you-mean), created through the run's registry, and its identity enters the cache
+    key of the part that holds it. The factory receives the created object (or a list of them)."""
+
+    kind: str
+    many: bool = False
+
+
+def PartParam(kind: str) -> Any:  # noqa: N802 - used as a type in signatures
+    """``def __init__(self, transform: PartParam("transform") = None)``: a parameter that is a part."""
+    return typing.Annotated[Any, PartRef(kind)]
+
+
+def PartListParam(kind: str) -> Any:  # noqa: N802
+    """A parameter that is a list (a chain) of parts of ``kind``."""
+    return typing.Annotated[Any, PartRef(kind, many=True)]
+
+
+def part_ref(tp: Any) -> PartRef | None:
+    """The PartRef carried by an annotation (also inside ``Optional[...]``), else None."""
+    stack = [tp]
+    while stack:
+        t = stack.pop()
+        if typing.get_origin(t) is typing.Annotated:
+            for extra in typing.get_args(t)[1:]:
+                if isinstance(extra, PartRef):
+                    return extra
+        stack += list(typing.get_args(t))
+    return None
+
+
+def part_params(factory: Callable[..., Any]) -> dict[str, tuple[PartRef, Any]]:
+    """Parameters of ``factory`` that are parts: name -> (PartRef, default or inspect.Parameter.empty)."""
+    sig, hints = _signature(factory)
+    out = {}
+    for name, p in sig.parameters.items():
+        ref = part_ref(hints.get(name))
+        if ref is not None:
+            out[name] = (ref, p.default)
+    return out
+
+
+@dataclass(frozen=True)
 class ParamInfo:
     name: str
     annotation: str
@@ -62,7 +108,11 @@ def describe_params(factory: Callable[..., Any]) -> list[ParamInfo]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
             continue
         ann = hints.get(p.name, p.annotation)
-        ann_text = "" if ann is _MISSING else (ann if isinstance(ann, str) else _type_name(ann))
+        ref = part_ref(ann)
+        if ref is not None:
+            ann_text = f"{'list of ' if ref.many else ''}{ref.kind} part"
+        else:
+            ann_text = "" if ann is _MISSING else (ann if isinstance(ann, str) else _type_name(ann))
         out.append(ParamInfo(p.name, ann_text, None if p.default is _MISSING else p.default, p.default is _MISSING))
     return out
 
@@ -100,7 +150,7 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[d
             problems.append(ParamProblem(key, "unknown parameter", close[0] if close else None))
             continue
         tp = hints.get(key)
-        if tp is None or tp is Any:
+        if tp is None or tp is Any or part_ref(tp) is not None:  # nested parts: validated by the spec loader
             clean[key] = value
             continue
         try:

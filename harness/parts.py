@@ -15,8 +15,22 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-#: Roles a dataset can serve; ``train`` is optional.
+#: Roles of the retrieval pipeline's datasets; ``train`` is optional. Other pipelines ask for their own.
 ROLES = ("queries", "database", "train")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A spec key a pipeline reads, and how the core validates it before anything runs.
+
+    ``kind``: ``"part"`` (one part of ``part_kind``), ``"parts"`` (a list of them), ``"chain"`` (one part
+    or a list, applied in order), ``"str"``, ``"int"``, ``"float"``, ``"bool"``, ``"mapping"`` (any
+    mapping, checked by the pipeline) or ``"any"``."""
+
+    kind: str
+    part_kind: str | None = None
+    required: bool = False
+    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +193,10 @@ class BatchedDescriptor(Descriptor, Protocol):
 class Postprocessor(Protocol):
     """Optional attributes: ``needs_training`` (default True: the runner describes the train split for
     ``fit``; stateless steps set False) and ``rowwise`` (default False; True lets the runner apply the
-    step block by block, for steps whose output row depends on the input row alone)."""
+    step block by block, for steps whose output row depends on the input row alone). Optional methods
+    ``state() -> dict[str, ndarray]`` and ``load_state(state)``: the fitted statistics, stored with the
+    fit stage, so that a cached fit is never redone (without them a cached fit is redone from the
+    training descriptors when a downstream stage must be computed)."""
 
     def fit(self, train: np.ndarray | None) -> None:
         """Fit on training descriptors (``None`` when the dataset has no training split)."""
@@ -210,10 +227,29 @@ class Watermarker(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
+    """Optional attributes: ``input_type`` (the pipeline output it takes; default ``"retrieval"``; a spec
+    pairing a metric with a pipeline of another output type is refused at validation) and ``display``
+    (value name or ``fnmatch`` pattern -> ``"percent"`` | ``"number"`` | ``"integer"``: how the
+    terminal shows each value; default ``"number"``)."""
+
     protocol: str
     version: str
 
     def __call__(self, ground_truth: Any, retrieval: Retrieval) -> dict[str, float | None]: ...
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """The shape of a track: which spec keys it reads, which dataset roles it needs, what its metrics
+    take, and how its stages are built. ``build`` creates parts through ``ctx`` (a
+    :class:`harness.context.BuildContext`), adds stages to the run's graph and returns the metric stages
+    by label; the core evaluates them (lazily: a cached metric loads nothing else)."""
+
+    fields: dict[str, Field]
+    roles: tuple[str, ...]
+    metric_input: str
+
+    def build(self, cell: Any, ctx: Any) -> dict[str, Any]: ...
 
 
 @runtime_checkable

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
+import re
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -24,6 +26,7 @@ ENTRY_POINT_GROUP = "harness"
 
 #: kind (as used in messages and ``harness list KIND``) -> hook name.
 KINDS: dict[str, str] = {
+    "pipeline": "register_pipelines",
     "dataset": "register_datasets",
     "transform": "register_transforms",
     "descriptor": "register_descriptors",
@@ -129,6 +132,24 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
     return dist.metadata["Name"], dist.version
 
 
+#: The distribution whose entry points are the built-in plugins (always loaded).
+BUILTIN_DISTRIBUTION = "harness"
+
+
+def _selected(package: str) -> bool:
+    """``HARNESS_LOAD_PLUGINS``: comma-separated distribution names to load besides the built-ins
+    (empty: the built-ins only; unset: every installed plugin), as llm and datasette do."""
+    chosen = os.environ.get("HARNESS_LOAD_PLUGINS")
+    if chosen is None or package in (BUILTIN_DISTRIBUTION, "unknown"):  # "unknown": no distribution metadata
+        return True
+    names = {_normalise(n) for n in chosen.split(",") if n.strip()}
+    return _normalise(package) in names
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 def _entry_points() -> Iterable[metadata.EntryPoint]:
     return metadata.entry_points(group=ENTRY_POINT_GROUP)
 
@@ -149,6 +170,8 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_poi
                 continue
             seen.add(ep.name)
             package, version = _dist_of(ep)
+            if not _selected(package):
+                continue
             candidates.append((ep.name, package, version, ep.load))
     for name, obj in extra_plugins:
         candidates.append((name, getattr(obj, "__name__", name), "0", lambda obj=obj: obj))
@@ -163,6 +186,10 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_poi
             )
             continue
         origins[name] = (package, version)
+        for hook_name in _unknown_hooks(pm, module):  # a typo in a hook name would otherwise be silent
+            registry.failures.append(PluginFailure(
+                name, package, hook_name, f"{hook_name} matches no hook of the harness API "
+                f"(known: {', '.join(KINDS.values())})", ""))
 
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
@@ -200,6 +227,15 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_poi
         )
         registry.plugins.append(PluginInfo(plugin_name, package, version, hooks))
     return registry
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hook implementations of ``plugin`` whose names match no hookspec."""
+    out = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            out.append(caller.name)
+    return sorted(out)
 
 
 _CACHED: Registry | None = None

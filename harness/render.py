@@ -16,29 +16,100 @@ def _fmt(value: Any, percent: bool = False) -> str:
     return f"{100 * value:.2f}" if percent else f"{value:.6g}"
 
 
+def display_of(record: dict[str, Any], name: str) -> str:
+    """How a metric wants a value shown (``display`` in its record: name or fnmatch pattern -> format)."""
+    from fnmatch import fnmatchcase
+
+    display = record.get("display") or {}
+    if name in display:
+        return display[name]
+    for pattern, fmt in display.items():
+        if fnmatchcase(name, pattern):
+            return fmt
+    return "number"
+
+
+def format_value(value: Any, display: str) -> str:
+    if display == "integer" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value))
+    return _fmt(value, percent=display == "percent")
+
+
+def compact(value: Any) -> str:
+    """A short text for an override value: a part mapping as ``name(k=v, ...)``."""
+    if isinstance(value, dict) and "name" in value:
+        args = ", ".join(f"{k}={compact(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({args})" if args else str(value["name"])
+    if isinstance(value, list):
+        return " > ".join(compact(v) for v in value)
+    return str(value)
+
+
+def cell_label(cell: dict[str, Any]) -> str:
+    overrides = cell.get("overrides") or {}
+    return "; ".join(f"{k}={compact(v)}" for k, v in overrides.items()) if overrides else "(spec)"
+
+
 def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     stages = Table(title=f"{doc['task']}: stages")
-    for col in ("stage", "status", "seconds"):
+    grid = "cells" in doc and len(doc["cells"]) > 1
+    for col in ("stage", "status", "seconds", *(["cells"] if grid else [])):
         stages.add_column(col)
     for s in doc["stages"]:
         color = {"cached": "green", "computed": "yellow"}.get(s["status"], "dim")
-        stages.add_row(escape(s["stage"]), f"[{color}]{s['status']}[/{color}]", f"{s['seconds']:.2f}")
+        extra = [",".join(map(str, s.get("cells", [])))] if grid else []
+        stages.add_row(escape(s["stage"]), f"[{color}]{s['status']}[/{color}]", f"{s['seconds']:.2f}", *extra)
     console.print(stages)
-    metrics = Table(title=f"{doc['task']}: metrics")
-    for col in ("metric", "protocol", "value name", "value"):
-        metrics.add_column(col)
-    for label, m in doc["metrics"].items():
-        for i, (name, value) in enumerate(m["values"].items()):
-            if isinstance(value, list):
-                continue
-            metrics.add_row(escape(label) if i == 0 else "", escape(f"{m['protocol']} v{m['version']}") if i == 0 else "",
-                            escape(name), _fmt(value))
-    console.print(metrics)
+    cells = doc.get("cells") or [{"overrides": {}, "metrics": doc["metrics"]}]
+    # one table: cells as rows, metric values as columns
+    columns: list[tuple[str, str, str]] = []  # (metric label, value name, display)
+    for cell in cells:
+        for label, m in cell["metrics"].items():
+            for name, value in m["values"].items():
+                col = (label, name, display_of(m, name))
+                if not isinstance(value, list) and col not in columns:
+                    columns.append(col)
+    if len(cells) == 1:  # one cell: a value per row reads better than one very wide row
+        _render_values(console, doc["task"], cells[0]["metrics"])
+        if path is not None:
+            console.print(f"result: {escape(str(path))}")
+        return
+    labels = {label for label, _, _ in columns}
+    table = Table(title=f"{doc['task']}: metrics" + (f" ({len(cells)} cells)" if len(cells) > 1 else ""))
+    table.add_column("cell")
+    for label, name, display in columns:
+        head = name if len(labels) == 1 else f"{label}: {name}"
+        table.add_column(escape(head + (" (%)" if display == "percent" else "")), justify="right", overflow="fold")
+    for cell in cells:
+        row = []
+        for label, name, display in columns:
+            m = cell["metrics"].get(label)
+            row.append(format_value(m["values"].get(name), display) if m and name in m["values"] else "")
+        table.add_row(escape(cell_label(cell)), *row)
+    protocols = sorted({f"{label}: {m['protocol']} v{m['version']}" for c in cells for label, m in c["metrics"].items()})
+    table.caption = escape("; ".join(protocols))
+    console.print(table)
     if path is not None:
         console.print(f"result: {escape(str(path))}")
+
+
+def _render_values(console: Any, task: str, metrics: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{task}: metrics")
+    for col in ("metric", "protocol", "value name", "value"):
+        table.add_column(col)
+    for label, m in metrics.items():
+        shown = [(n, v) for n, v in m["values"].items() if not isinstance(v, list)]
+        for i, (name, value) in enumerate(shown):
+            display = display_of(m, name)
+            table.add_row(escape(label) if i == 0 else "", escape(f"{m['protocol']} v{m['version']}") if i == 0 else "",
+                          escape(name + (" (%)" if display == "percent" else "")), format_value(value, display))
+    console.print(table)
 
 
 def render_scores(console: Any, track: str, result: dict[str, Any]) -> None:

@@ -9,16 +9,16 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import harness
 from harness.cache import atomic_write_bytes
 from harness.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 REQUIRED_KEYS = ("schema_version", "harness_version", "task", "spec", "plugins", "environment", "data",
-                 "stages", "metrics")
-_VERSIONED = ("numpy", "torch", "faiss-cpu", "timm", "augly", "pillow", "pluggy", "scikit-image")
+                 "stages")
 
 
 def package_version(name: str) -> str | None:
@@ -28,15 +28,37 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def environment(*, probe_gpu: bool = False) -> dict[str, Any]:
-    """Versions and hardware. Torch is asked about GPUs only if it is already loaded (or ``probe_gpu``),
-    so that documenting the environment never costs a torch import."""
+def distribution_versions(distributions: Iterable[str]) -> dict[str, str | None]:
+    """Versions of the given distributions and of everything they require, transitively (the code that
+    could have shaped a result), sorted by name."""
+    import re
+
+    seen: dict[str, str | None] = {}
+    todo = list(distributions)
+    while todo:
+        name = re.split(r"[\s;\[<>=!~(]", todo.pop().strip(), maxsplit=1)[0]
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if not key or key in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen[key] = dist.version
+        todo += [r for r in (dist.requires or []) if "extra ==" not in r]
+    return dict(sorted(seen.items()))
+
+
+def environment(*, probe_gpu: bool = False, distributions: Iterable[str] = ("harness",)) -> dict[str, Any]:
+    """Versions and hardware. ``packages``: the distributions that provided the parts used and what they
+    require. Torch is asked about GPUs only if it is already loaded (or ``probe_gpu``), so that
+    documenting the environment never costs a torch import."""
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "packages": {n: package_version(n) for n in _VERSIONED},
+        "packages": distribution_versions(distributions),
     }
     if "torch" in sys.modules or probe_gpu:
         import torch
@@ -76,25 +98,33 @@ def harness_source() -> dict[str, Any]:
 
 
 def build_document(*, spec: Any, overrides: list[str], parts: dict[str, Any], data: dict[str, Any],
-                   stages: list[dict[str, Any]], metrics: dict[str, Any], started: float, duration: float) -> dict[str, Any]:
-    return {
+                   stages: list[dict[str, Any]], cells: list[dict[str, Any]], started: float,
+                   duration: float) -> dict[str, Any]:
+    """The result document (schema 2): ``cells`` holds ``{overrides, metrics}`` per grid cell; a run
+    without a grid also has its one cell's ``metrics`` at the top, as in schema 1."""
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "harness_version": harness.__version__,
         "harness_source": harness_source(),
         "task": spec.task,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(duration, 3),
-        "spec": {"source": spec.source, "hash": spec.hash, "overrides": list(overrides), "resolved": spec.data},
+        "pipeline": spec.pipeline,
+        "spec": {"source": spec.source, "hash": spec.hash, "overrides": list(overrides), "resolved": spec.data,
+                 "grid": spec.grid},
         "plugins": [
             {"part": key, "plugin": p.plugin, "package": p.package, "package_version": p.package_version,
              "version": p.version}
             for key, p in sorted(parts.items())
         ],
-        "environment": environment(),
+        "environment": environment(distributions={"harness", *(p.package for p in parts.values())}),
         "data": data,
         "stages": stages,
-        "metrics": metrics,
+        "cells": cells,
     }
+    if spec.grid is None and len(cells) == 1:
+        doc["metrics"] = cells[0]["metrics"]
+    return doc
 
 
 def result_filename(doc: dict[str, Any]) -> str:
@@ -123,6 +153,10 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in doc]
     if missing:
         raise UserError(f"{path}: result document lacks {', '.join(missing)}")
-    if doc["schema_version"] != SCHEMA_VERSION:
-        raise UserError(f"{path}: schema_version {doc['schema_version']} (this harness reads {SCHEMA_VERSION})")
+    if doc["schema_version"] not in READABLE_SCHEMAS:
+        raise UserError(f"{path}: schema_version {doc['schema_version']} (this harness reads {READABLE_SCHEMAS})")
+    if "metrics" not in doc and "cells" not in doc:
+        raise UserError(f"{path}: result document lacks metrics and cells")
+    if doc["schema_version"] == 1:  # one cell, metrics at the top
+        doc = {**doc, "cells": [{"overrides": {}, "metrics": doc["metrics"]}]}
     return doc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,64 +21,87 @@ import yaml
 
 from harness.errors import SpecError, SpecIssue, UserError
 from harness.hashing import sha256_json
-from harness.params import check_params
+from harness.params import check_params, part_params
+from harness.parts import Field
 
 PathT = tuple  # tuple of str keys / int indices
 
 
-@dataclass(frozen=True)
-class FieldRule:
-    kind: str  # "str", "int", "part", "parts", "mapping"
-    required: bool = False
-    part_kind: str | None = None  # registry kind for "part"/"parts"
-    doc: str = ""
-
-
-#: The top-level keys of a spec. Unknown keys are errors.
-FIELDS: dict[str, FieldRule] = {
-    "task": FieldRule("str", True, doc="name of the task; names the result file"),
-    "description": FieldRule("str", doc="free text"),
-    "seed": FieldRule("int", doc="seed from which every random generator is derived (default 0)"),
-    "dataset": FieldRule("part", True, "dataset"),
-    "transform": FieldRule("part", False, "transform", "query generation: applied to every query image"),
-    "descriptor": FieldRule("part", True, "descriptor"),
-    "postprocess": FieldRule("parts", False, "postprocessor"),
-    "index": FieldRule("part", True, "index"),
-    "metrics": FieldRule("parts", True, "metric"),
-    "extraction": FieldRule("mapping", doc="batch_size, workers, shard_size (ints): extraction settings"),
+#: Keys every spec may have, whatever its pipeline; every other key belongs to the pipeline.
+COMMON_FIELDS: dict[str, Field] = {
+    "task": Field("str", required=True, doc="name of the task; names the result file"),
+    "description": Field("str", doc="free text"),
+    "seed": Field("int", doc="seed from which every random generator is derived (default 0)"),
+    "pipeline": Field("str", doc="the pipeline that runs the spec (default: retrieval)"),
+    "grid": Field("any", doc="list of axes: each maps override paths to equal-length lists of values"),
+    "extraction": Field("mapping", doc="batch_size, workers, shard_size (ints): extraction settings"),
 }
-
+DEFAULT_PIPELINE = "retrieval"
 EXTRACTION_FIELDS = {"batch_size": 1, "workers": 0, "shard_size": 1}  # key -> smallest allowed value
+MAX_CELLS = 10_000  # a grid beyond this is a typo, not an experiment
 
 
 @dataclass(frozen=True)
 class PartSpec:
-    """One ``{name: ..., **params}`` node of a spec."""
+    """One ``{name: ..., **params}`` node of a spec. Parameters that are parts hold PartSpecs."""
 
     kind: str
     name: str
     params: dict[str, Any]
-    path: str  # "descriptor", "metrics[1]"
+    path: str  # "descriptor", "metrics[1]", "dataset.transform"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain mapping (nested parts included), as a spec would write it."""
+        return {"name": self.name, **{k: _plain(v) for k, v in self.params.items()}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PartSpec):
+        return value.as_dict()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class Cell:
+    """One cell of a grid: the overrides that make it, and the pipeline's validated fields."""
+
+    number: int  # position in the grid (0 for a spec without a grid)
+    overrides: dict[str, Any]  # override path -> value
+    data: dict[str, Any]  # the resolved mapping of this cell
+    seed: int
+    extraction: dict[str, int]
+    values: dict[str, Any]  # pipeline field -> PartSpec | list[PartSpec] | plain value | None
+
+    def __getattr__(self, name: str) -> Any:  # cell.dataset, cell.metrics, ... (fields of the pipeline)
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
 
 
 @dataclass
 class Spec:
     source: str
-    data: dict[str, Any]  # the resolved mapping (after overrides), as stored in results
+    data: dict[str, Any]  # the resolved mapping (after overrides, grid included), as stored in results
     task: str
     description: str
     seed: int
-    dataset: PartSpec
-    transform: PartSpec | None
-    descriptor: PartSpec
-    postprocess: list[PartSpec]
-    index: PartSpec
-    metrics: list[PartSpec]
+    pipeline: str
+    cells: list[Cell]
+    grid: list[dict[str, list[Any]]] | None = None
     extraction: dict[str, int] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
         return sha256_json(self.data)
+
+    def __getattr__(self, name: str) -> Any:  # a one-cell spec reads like v1: spec.dataset, spec.metrics
+        cells = self.__dict__.get("cells") or []
+        if len(cells) == 1 and name in cells[0].values:
+            return cells[0].values[name]
+        raise AttributeError(name)
 
 
 # --- loading with locations ----------------------------------------------------------------------
@@ -99,6 +123,18 @@ class _Locations:
             if path[:n] in self.lines:
                 return f"{self.source}:{self.lines[path[:n]]}"
         return self.source
+
+    def mark(self, path: PathT, origin: str) -> None:
+        """The node at ``path`` (and everything under it) now comes from ``origin``."""
+        for known in [p for p in self.overrides if p[: len(path)] == path]:
+            del self.overrides[known]
+        self.overrides[path] = origin
+
+    def copy(self) -> "_Locations":
+        out = _Locations(self.source)
+        out.lines = self.lines  # shared: line numbers never change after parsing
+        out.overrides = dict(self.overrides)
+        return out
 
 
 def _walk_nodes(node: yaml.Node, path: PathT, loc: _Locations, issues: list[SpecIssue],
@@ -187,18 +223,21 @@ def apply_override(data: Any, assignment: str, loc: _Locations) -> Any:
         raise UserError(f"--set {path_text}: value is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         data = {}
+    _set(data, path, value, f"--set {path_text}")
+    loc.mark(path, f"--set {path_text}")
+    return data
+
+
+def _set(data: Any, path: PathT, value: Any, text: str) -> None:
+    """Replace (or add) the node at ``path``; missing mappings on the way are created."""
     parent: Any = data
     for i, key in enumerate(path[:-1]):
-        child = _child(parent, key, path[: i + 1], path_text)
+        child = _child(parent, key, path[: i + 1], text)
         if child is None:
             child = {}
-            _assign(parent, key, child, path_text)
+            _assign(parent, key, child, text)
         parent = child
-    _assign(parent, path[-1], value, path_text)
-    for known in [p for p in loc.overrides if p[: len(path)] == path]:
-        del loc.overrides[known]
-    loc.overrides[path] = f"--set {path_text}"
-    return data
+    _assign(parent, path[-1], value, text)
 
 
 def _child(parent: Any, key: Any, path: PathT, text: str) -> Any:
@@ -207,8 +246,8 @@ def _child(parent: Any, key: Any, path: PathT, text: str) -> Any:
     if isinstance(parent, list) and isinstance(key, int):
         if key < len(parent):
             return parent[key]
-        raise UserError(f"--set {text}: index {key} out of range at {dotted(path)} (length {len(parent)})")
-    raise UserError(f"--set {text}: {dotted(path[:-1]) or 'the spec'} is not a mapping or list")
+        raise UserError(f"{text}: index {key} out of range at {dotted(path)} (length {len(parent)})")
+    raise UserError(f"{text}: {dotted(path[:-1]) or 'the spec'} is not a mapping or list")
 
 
 def _assign(parent: Any, key: Any, value: Any, text: str) -> None:
@@ -220,7 +259,7 @@ def _assign(parent: Any, key: Any, value: Any, text: str) -> None:
         else:
             parent[key] = value
     else:
-        raise UserError(f"--set {text}: cannot set {key!r} here")
+        raise UserError(f"{text}: cannot set {key!r} here")
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -254,58 +293,197 @@ def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any)
         issue((), f"a spec must be a mapping of keys (task, dataset, ...), got {type(data).__name__}")
         raise SpecError(issues)
 
+    common = _common(data, issue)
+    pipeline = _pipeline(common.get("pipeline", DEFAULT_PIPELINE), registry, issue)
+    if pipeline is None:
+        raise SpecError(issues)
+    allowed = {**COMMON_FIELDS, **pipeline.fields}
     for key in data:
-        if key not in FIELDS:
-            close = difflib.get_close_matches(str(key), list(FIELDS), n=1, cutoff=0.6)
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
             issue((key,), "unknown key", close[0] if close else None)
-    for key, rule in FIELDS.items():
-        if rule.required and key not in data:
-            issue((), f"missing required key {key!r}")
 
-    values: dict[str, Any] = {}
-    for key, rule in FIELDS.items():
-        if key not in data or data[key] is None and not rule.required:
-            continue
-        value = data[key]
-        path = (key,)
-        if rule.kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                issue(path, f"expected a non-empty string, got {value!r}")
-            elif key == "task" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
-                issue(path, "task names use letters, digits, '_', '.', '+', '-' (they name result files)")
-            values[key] = value
-        elif rule.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                issue(path, f"expected an integer, got {value!r}")
-            values[key] = value
-        elif rule.kind == "part":
-            values[key] = _part(value, path, rule.part_kind, registry, issue)
-        elif rule.kind == "parts":
-            if not isinstance(value, list):
-                issue(path, f"expected a list of {rule.part_kind} mappings, got {type(value).__name__}")
-                continue
-            if rule.required and not value:
-                issue(path, f"at least one {rule.part_kind} is required")
-            values[key] = [_part(v, path + (i,), rule.part_kind, registry, issue) for i, v in enumerate(value)]
-        elif rule.kind == "mapping":
-            values[key] = _extraction(value, path, issue)
-
+    grid = data.get("grid")
+    cell_overrides = _grid_cells(grid, loc, issue) if grid is not None else [[]]
+    base = {k: v for k, v in data.items() if k != "grid"}
+    cells: list[Cell] = []
+    seen: set[str] = {str(i) for i in issues}
+    for index, overrides in enumerate(cell_overrides):
+        cell_data = copy.deepcopy(base) if overrides else base
+        cell_loc = loc
+        if overrides:
+            cell_loc = loc.copy()
+            for path, value, origin in overrides:
+                try:
+                    _set(cell_data, path, copy.deepcopy(value), dotted(path))
+                except UserError as exc:
+                    issues.append(SpecIssue(origin, "", str(exc)))
+                    continue
+                cell_loc.mark(path, origin)
+        cell_issues: list[SpecIssue] = []
+        values = _pipeline_fields(cell_data, pipeline, cell_loc, cell_issues, registry)
+        for i in cell_issues:  # a problem outside the grid's overrides is the same in every cell: once
+            if str(i) not in seen:
+                seen.add(str(i))
+                issues.append(i)
+        cell_common = _common(cell_data, lambda *a, **k: None) if overrides else common
+        cells.append(Cell(index, {dotted(p): v for p, v, _ in overrides}, cell_data, cell_common.get("seed", 0),
+                          cell_common.get("extraction", {}), values))
     if issues:
         raise SpecError(issues)
-    return Spec(
-        source=loc.source,
-        data=data,
-        task=values["task"],
-        description=values.get("description", ""),
-        seed=values.get("seed", 0),
-        dataset=values["dataset"],
-        transform=values.get("transform"),
-        descriptor=values["descriptor"],
-        postprocess=values.get("postprocess", []),
-        index=values["index"],
-        metrics=values["metrics"],
-        extraction=values.get("extraction", {}),
-    )
+    return Spec(source=loc.source, data=data, task=common["task"], description=common.get("description", ""),
+                seed=common.get("seed", 0), pipeline=common.get("pipeline", DEFAULT_PIPELINE), cells=cells,
+                grid=grid, extraction=common.get("extraction", {}))
+
+
+def _common(data: dict[str, Any], issue: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, rule in COMMON_FIELDS.items():
+        if key not in data:
+            if rule.required:
+                issue((), f"missing required key {key!r}")
+            continue
+        value = data[key]
+        if key == "task" and isinstance(value, str) and value.strip() and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
+            issue((key,), "task names use letters, digits, '_', '.', '+', '-' (they name result files)")
+        elif key == "extraction":
+            value = _extraction(value, (key,), issue) if value is not None else {}
+        elif rule.kind != "any" and not _plain_ok(rule, value, (key,), issue):
+            continue
+        out[key] = value
+    return out
+
+
+def _plain_ok(rule: Field, value: Any, path: PathT, issue: Any) -> bool:
+    """Check a non-part field's type; reports and returns False on a mismatch."""
+    if rule.kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            issue(path, f"expected a non-empty string, got {_short(value)}")
+            return False
+    elif rule.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            issue(path, f"expected an integer, got {_short(value)}")
+            return False
+    elif rule.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            issue(path, f"expected a number, got {_short(value)}")
+            return False
+    elif rule.kind == "bool":
+        if not isinstance(value, bool):
+            issue(path, f"expected true or false, got {_short(value)}")
+            return False
+    elif rule.kind == "mapping":
+        if not isinstance(value, dict):
+            issue(path, f"expected a mapping, got {type(value).__name__}")
+            return False
+    return True
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pipeline(name: Any, registry: Any, issue: Any) -> Any:
+    if not isinstance(name, str):
+        return None
+    if name not in registry.parts["pipeline"]:
+        issue(("pipeline",), registry.unknown_message("pipeline", name, hint=False), registry.suggestion("pipeline", name))
+        return None
+    try:
+        return registry.create("pipeline", name, {})
+    except UserError as exc:
+        issue(("pipeline",), str(exc))
+        return None
+
+
+def _grid_cells(grid: Any, loc: _Locations, issue: Any) -> list[list[tuple[PathT, Any, str]]]:
+    """The grid's cells: axes crossed, paths within an axis zipped. Each override carries its origin
+    (``spec.yaml:14 grid[0] value 3``) so that a cell's errors say which value made them."""
+    if not isinstance(grid, list) or not grid:
+        issue(("grid",), "expected a non-empty list of axes (mappings of override path -> list of values)")
+        return [[]]
+    axes: list[list[list[tuple[PathT, Any, str]]]] = []
+    for a, axis in enumerate(grid):
+        if not isinstance(axis, dict) or not axis:
+            issue(("grid", a), "an axis is a mapping of override paths to lists of values")
+            return [[]]
+        lengths = set()
+        columns = []
+        for path_text, values in axis.items():
+            try:
+                path = parse_path(str(path_text))
+            except UserError as exc:
+                issue(("grid", a, path_text), str(exc).replace("--set: ", ""))
+                return [[]]
+            if path[0] in ("grid", "task", "pipeline"):
+                issue(("grid", a, path_text), f"{path[0]!r} cannot vary within a run")
+                return [[]]
+            if not isinstance(values, list) or not values:
+                issue(("grid", a, path_text), "expected a non-empty list of values")
+                return [[]]
+            lengths.add(len(values))
+            columns.append((path_text, path, values))
+        if len(lengths) > 1:
+            issue(("grid", a), f"lists of one axis are zipped and must have equal lengths, got {sorted(lengths)}")
+            return [[]]
+        n = lengths.pop()
+        axes.append([[(path, values[j], f"{loc.of(('grid', a, path_text, j))} grid[{a}] value {j}")
+                      for path_text, path, values in columns] for j in range(n)])
+    total = 1
+    for axis in axes:
+        total *= len(axis)
+    if total > MAX_CELLS:
+        issue(("grid",), f"the grid has {total} cells (at most {MAX_CELLS})")
+        return [[]]
+    cells: list[list[tuple[PathT, Any, str]]] = [[]]
+    for axis in axes:
+        cells = [cell + value for cell in cells for value in axis]
+    return cells
+
+
+def _pipeline_fields(data: dict[str, Any], pipeline: Any, loc: _Locations, issues: list[SpecIssue],
+                     registry: Any) -> dict[str, Any]:
+    def issue(path: PathT, message: str, suggestion: str | None = None) -> None:
+        issues.append(SpecIssue(loc.of(path), dotted(path), message, suggestion))
+
+    values: dict[str, Any] = {}
+    input_type = getattr(pipeline, "metric_input", None)
+    for key, rule in pipeline.fields.items():
+        value = data.get(key)
+        path = (key,)
+        if value is None:
+            if rule.required:
+                issue((), f"missing required key {key!r}")
+            values[key] = [] if rule.kind == "parts" else None
+            continue
+        if rule.kind == "part":
+            values[key] = _part(value, path, rule.part_kind, registry, issue)
+        elif rule.kind in ("parts", "chain"):
+            if rule.kind == "chain" and not isinstance(value, list):
+                values[key] = [_part(value, path, rule.part_kind, registry, issue)]
+            elif not isinstance(value, list):
+                issue(path, f"expected a list of {rule.part_kind} mappings, got {type(value).__name__}")
+                continue
+            else:
+                if rule.required and not value:
+                    issue(path, f"at least one {rule.part_kind} is required")
+                values[key] = [_part(v, path + (i,), rule.part_kind, registry, issue) for i, v in enumerate(value)]
+        elif _plain_ok(rule, value, path, issue):
+            values[key] = value
+    if input_type is not None and "metrics" in pipeline.fields:
+        for ps in values.get("metrics") or []:
+            if ps is None:
+                continue
+            takes = getattr(registry.get("metric", ps.name).factory, "input_type", "retrieval")
+            if takes != input_type:
+                issue(_parse_dotted(ps.path), f"metric {ps.name!r} takes {takes!r} input; the "
+                      f"{data.get('pipeline', DEFAULT_PIPELINE)!r} pipeline produces {input_type!r}")
+    return values
+
+
+def _parse_dotted(path: str) -> PathT:
+    return parse_path(path) if path else ()
 
 
 def _part(value: Any, path: PathT, kind: str, registry: Any, issue: Any) -> PartSpec | None:
@@ -316,17 +494,30 @@ def _part(value: Any, path: PathT, kind: str, registry: Any, issue: Any) -> Part
         return None
     name = value.get("name")
     if not isinstance(name, str):
-        issue(path, f"missing 'name' of the {kind}" if name is None else f"'name' must be a string, got {name!r}")
+        issue(path, f"missing 'name' of the {kind}" if name is None else f"'name' must be a string, got {_short(name)}")
         return None
     params = {k: _expand_home(v) for k, v in value.items() if k != "name"}
     if name not in registry.parts[kind]:
         issue(path + ("name",), registry.unknown_message(kind, name, hint=False), registry.suggestion(kind, name))
         return None
-    clean, problems = check_params(registry.get(kind, name).factory, params)
+    factory = registry.get(kind, name).factory
+    clean, problems = check_params(factory, params)
     for p in problems:
         where = path + ((p.param,) if p.param and p.param in value else ())
         label = f"{kind} {name!r}: parameter {p.param!r}" if p.param else f"{kind} {name!r}"
         issue(where, f"{label}: {p.message}", p.suggestion)
+    for param, (ref, default) in part_params(factory).items():  # nested parts, validated recursively
+        given = param in params
+        raw = params[param] if given else default
+        if raw is None or raw is inspect.Parameter.empty:
+            continue
+        sub = path + (param,) if given else path
+        if ref.many:
+            if not isinstance(raw, list):
+                raw = [raw]
+            clean[param] = [_part(v, sub + (i,), ref.kind, registry, issue) for i, v in enumerate(raw)]
+        else:
+            clean[param] = _part(raw, sub, ref.kind, registry, issue)
     return PartSpec(kind, name, clean, dotted(path))
 
 

@@ -173,11 +173,17 @@ def check_watermarker(marker: Any, image: Any | None = None, key: int = 1) -> No
 
 
 def registry_with(*modules: Any, entry_points: bool = False):
-    """A registry holding the given plugin modules (and the installed plugins if ``entry_points``).
+    """A registry holding the given plugin modules and the built-in ``retrieval`` pipeline (and every
+    installed plugin if ``entry_points``).
     Fails if one of the given modules failed to load or register."""
     from harness.plugins import load_registry
 
     extra = [(getattr(m, "__name__", repr(m)), m) for m in modules]
+    if not entry_points:  # the default pipeline, so that a spec without `pipeline:` runs
+        import harness_plugins.retrieval as retrieval
+
+        if all(m is not retrieval for m in modules):
+            extra.append(("retrieval", retrieval))
     registry = load_registry(extra, entry_points=entry_points)
     names = {n for n, _ in extra}
     failures = [f for f in registry.failures if f.plugin in names]

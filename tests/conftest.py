@@ -1,7 +1,12 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The suite sees the built-in plugins only, whatever else is installed in the environment; a test that
+# installs a plugin names it in HARNESS_LOAD_PLUGINS itself.
+os.environ["HARNESS_LOAD_PLUGINS"] = ""
 
 TESTS = Path(__file__).parent
 if str(TESTS) not in sys.path:

@@ -46,8 +46,10 @@ def _hook_raises():
 
 @pytest.fixture
 def registry(monkeypatch):
+    import harness_plugins.retrieval
+
     eps = [FakeEntryPoint("broken", _broken_import), FakeEntryPoint("half", _hook_raises),
-           FakeEntryPoint("toy", lambda: toy_plugins)]
+           FakeEntryPoint("toy", lambda: toy_plugins), FakeEntryPoint("retrieval", lambda: harness_plugins.retrieval)]
     monkeypatch.setattr(plugins_mod, "_entry_points", lambda: eps)
     return load_registry()
 
@@ -59,7 +61,7 @@ def test_failures_are_recorded_not_raised(registry):
     # the healthy hooks of a half-broken plugin and the healthy plugins still register
     assert "fine_descriptor" in registry.names("descriptor")
     assert "brute" in registry.names("index")
-    assert [p.name for p in registry.plugins] == ["half", "toy"]
+    assert [p.name for p in registry.plugins] == ["half", "retrieval", "toy"]
 
 
 def test_only_specs_using_a_broken_plugin_fail(registry, tmp_path):

@@ -96,7 +96,7 @@ def site(tmp_path_factory):
 
 
 def _harness(site: Path, *args: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(site), HARNESS_CACHE_DIR=str(cache))
+    env = dict(os.environ, PYTHONPATH=str(site), HARNESS_CACHE_DIR=str(cache), HARNESS_LOAD_PLUGINS="harness-example-plugin")
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600)
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from harness.errors import UserError
+from harness.params import PartParam
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -166,7 +167,7 @@ class DemoCopyDetection:
         n_train: int = 500,
         image_size: int = 256,
         seed: int = 0,
-        transform: dict | None = None,
+        transform: PartParam("transform") = _DEFAULT_TRANSFORM,
     ) -> None:
         """``n_references`` originals (copied by the matched queries, in turn) plus ``n_distractors``
         other images form ``references/``; ``n_queries`` queries of which ``n_matched`` copy an original;
@@ -181,8 +182,12 @@ class DemoCopyDetection:
             raise UserError(f"demo dataset: n_matched ({n_matched}) exceeds n_queries ({n_queries})")
         if n_references + n_distractors > 1_000_000 or n_queries > 50_000 or n_train > 1_000_000:
             raise UserError("demo dataset: sizes exceed the DISC21 id ranges (1M references/train, 50k queries)")
-        self.transform_spec = dict(transform) if transform is not None else dict(_DEFAULT_TRANSFORM)
-        self._transform = _make_transform(self.transform_spec)
+        if isinstance(transform, dict):  # constructed directly, not from a spec: resolve it here
+            self.transform_spec = dict(transform)
+            transform = _make_transform(self.transform_spec)
+        else:  # created by the run from the spec's nested part
+            self.transform_spec = getattr(transform, "harness_spec", None) or {"name": type(transform).__name__}
+        self._transform = transform
         self.params = {
             "build_version": BUILD_VERSION, "n_references": n_references, "n_distractors": n_distractors,
             "n_queries": n_queries, "n_matched": n_matched, "n_train": n_train, "image_size": image_size,

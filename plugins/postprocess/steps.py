@@ -81,6 +81,14 @@ class PCA:
     def _scale(self, vectors: np.ndarray, values: np.ndarray) -> np.ndarray:
         return vectors
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted statistics, stored with the fit stage so that a cached fit is not redone."""
+        return {"mean": self.mean, "eigenvalues": self.eigenvalues, "projection": self.projection, "offset": self._offset}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.mean, self.eigenvalues = state["mean"], state["eigenvalues"]
+        self.projection, self._offset = state["projection"], state["offset"]
+
     def apply(self, x: np.ndarray, role: str) -> np.ndarray:
         if self.projection is None:
             raise UserError(f"postprocess {self.name}: apply called before fit")
@@ -123,6 +131,12 @@ class _Stateless:
     needs_training = False
 
     def fit(self, train: np.ndarray | None) -> None:
+        pass
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
         pass
 
 
@@ -197,6 +211,12 @@ class ScoreNorm:
     def fit(self, train: np.ndarray | None) -> None:
         train = _require_train(train, "score_norm", minimum=self.ranks[1] + 1)
         self.train = np.ascontiguousarray(train, dtype=np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"train": self.train}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.train = np.ascontiguousarray(state["train"], dtype=np.float32)
 
     def similarity_stat(self, x: np.ndarray) -> np.ndarray:
         """s(q) per row of x: the mean of its training inner products at 0-based ranks ranks[0]..ranks[1]."""
