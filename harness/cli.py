@@ -149,39 +149,40 @@ def env(as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("track")
-@click.argument("submission", type=click.Path(dir_okay=False))
-@click.option("--ground-truth", "ground_truth", required=True, type=click.Path(dir_okay=False),
+@click.argument("submission", type=click.Path(dir_okay=False), required=False)
+@click.option("--ground-truth", "ground_truth", type=click.Path(dir_okay=False),
               help="Ground-truth file of the track (CSV, revisitop .pkl or its .json form).")
-@click.option("--scorer", type=click.Choice(["official", "isc2021"]), default=None,
-              help="DISC21 scorer mode (default: official).")
-@click.option("--max-results", type=click.IntRange(min=1), default=None,
-              help="Descriptor track: K of the global top-K search (default 10 x GT-listed queries).")
-@click.option("--knn", type=click.IntRange(min=1), default=None,
-              help="Descriptor track: per-query kNN instead of global top-K (non-official).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def score(track: str, submission: str, ground_truth: str, scorer: str | None, max_results: int | None,
-          knn: int | None, as_json: bool) -> None:
-    """Score a leaderboard SUBMISSION for TRACK from raw files, rejecting malformed or hostile input."""
-    from harness.params import check_params
+@click.option("-h", "--help", "show_help", is_flag=True, help="Show this message, with TRACK's own options.")
+@click.argument("track_options", nargs=-1, type=click.UNPROCESSED)
+def score(track: str, submission: str | None, ground_truth: str | None, as_json: bool, show_help: bool,
+          track_options: tuple[str, ...]) -> None:
+    """Score a leaderboard SUBMISSION for TRACK from raw files, rejecting malformed or hostile input.
+
+    Each track declares its own options (e.g. disc21: --scorer, --max-results, --knn); see
+    `harness score TRACK --help`.
+    """
     from harness.plugins import get_registry
+    from harness.scoring_options import parse_track_options, track_help
 
     reg = get_registry()
     part = reg.get("scorer", track)
-    options = {k: v for k, v in {"scorer": scorer, "max_results": max_results, "knn": knn}.items() if v is not None}
-    _, problems = check_params(part.factory, options)
-    if problems:
-        p = problems[0]
-        flag = "--" + (p.param or "").replace("_", "-")
-        raise UserError(f"track {track!r} does not support {flag}" if p.message == "unknown parameter" else f"{flag}: {p.message}")
+    if show_help:
+        click.echo(click.get_current_context().get_help())
+        click.echo("\n" + track_help(track, part.factory))
+        return
+    options = parse_track_options(track, part.factory, list(track_options))
+    if submission is None or ground_truth is None:
+        raise click.UsageError("SUBMISSION and --ground-truth GT are required")
     result = reg.create("scorer", track, options).score(submission, ground_truth)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=_json_default))
         return
     from harness.render import render_scores
 
-    render_scores(_console(), track, result)
+    render_scores(_console(), track, result, display=getattr(part.factory, "display", None))
 
 
 def _json_default(obj: Any) -> Any:

@@ -29,9 +29,11 @@ def display_of(record: dict[str, Any], name: str) -> str:
     return "number"
 
 
-def format_value(value: Any, display: str) -> str:
+def format_value(value: Any, display: str, digits: int = 6) -> str:
     if display == "integer" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(int(value))
+    if display != "percent" and isinstance(value, float):
+        return f"{value:.{digits}g}"
     return _fmt(value, percent=display == "percent")
 
 
@@ -78,17 +80,21 @@ def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
             console.print(f"result: {escape(str(path))}")
         return
     labels = {label for label, _, _ in columns}
-    table = Table(title=f"{doc['task']}: metrics" + (f" ({len(cells)} cells)" if len(cells) > 1 else ""))
-    table.add_column("cell")
+    paths = list(dict.fromkeys(k for c in cells for k in (c.get("overrides") or {})))
+    table = Table(title=f"{doc['task']}: metrics ({len(cells)} cells)")
+    table.add_column("#", justify="right")
+    labels_text = [compact(next(iter(c["overrides"].values()))) if len(paths) == 1 else cell_label(c) for c in cells]
+    table.add_column(escape(paths[0]) if len(paths) == 1 else "cell", overflow="fold",
+                     min_width=min(36, max(len(t) for t in labels_text)))
     for label, name, display in columns:
         head = name if len(labels) == 1 else f"{label}: {name}"
         table.add_column(escape(head + (" (%)" if display == "percent" else "")), justify="right", overflow="fold")
-    for cell in cells:
+    for number, cell in enumerate(cells):
         row = []
         for label, name, display in columns:
             m = cell["metrics"].get(label)
-            row.append(format_value(m["values"].get(name), display) if m and name in m["values"] else "")
-        table.add_row(escape(cell_label(cell)), *row)
+            row.append(format_value(m["values"].get(name), display, digits=4) if m and name in m["values"] else "")
+        table.add_row(str(number), escape(labels_text[number]), *row)
     protocols = sorted({f"{label}: {m['protocol']} v{m['version']}" for c in cells for label, m in c["metrics"].items()})
     table.caption = escape("; ".join(protocols))
     console.print(table)
@@ -112,11 +118,13 @@ def _render_values(console: Any, task: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-def render_scores(console: Any, track: str, result: dict[str, Any]) -> None:
-    """Nested dicts become one table per group; fractions in [0, 1] are shown as percentages."""
+def render_scores(console: Any, track: str, result: dict[str, Any], display: dict[str, str] | None = None) -> None:
+    """Nested dicts become one table per group; each value shown as the scorer's ``display`` says
+    (value name or pattern -> percent | number | integer; default number)."""
     from rich.markup import escape
     from rich.table import Table
 
+    record = {"display": display or {}}
     flat = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     groups = {k: v for k, v in result.items() if isinstance(v, dict)}
     if flat:
@@ -124,15 +132,17 @@ def render_scores(console: Any, track: str, result: dict[str, Any]) -> None:
         table.add_column("metric")
         table.add_column("value")
         for k, v in flat.items():
-            pct = isinstance(v, float) and 0.0 <= v <= 1.0 and not k.startswith(("threshold", "n_"))
-            table.add_row(escape(k + (" (%)" if pct else "")), escape(_fmt(v, pct)))
+            fmt = display_of(record, k)
+            table.add_row(escape(k + (" (%)" if fmt == "percent" else "")), escape(format_value(v, fmt)))
         console.print(table)
     if groups:
-        names = [n for n in next(iter(groups.values())) if not isinstance(next(iter(groups.values()))[n], list)]
-        table = Table(title=f"{track} (%)")
+        first = next(iter(groups.values()))
+        names = [n for n in first if not isinstance(first[n], list)]
+        table = Table(title=f"{track}")
         table.add_column("protocol")
         for n in names:
-            table.add_column(n)
+            fmt = display_of(record, n)
+            table.add_column(escape(n + (" (%)" if fmt == "percent" else "")))
         for g, values in groups.items():
-            table.add_row(g, *[_fmt(values.get(n), True) for n in names])
+            table.add_row(escape(g), *[escape(format_value(values.get(n), display_of(record, n))) for n in names])
         console.print(table)

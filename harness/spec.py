@@ -297,11 +297,6 @@ def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any)
     pipeline = _pipeline(common.get("pipeline", DEFAULT_PIPELINE), registry, issue)
     if pipeline is None:
         raise SpecError(issues)
-    allowed = {**COMMON_FIELDS, **pipeline.fields}
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-            issue((key,), "unknown key", close[0] if close else None)
 
     grid = data.get("grid")
     cell_overrides = _grid_cells(grid, loc, issue) if grid is not None else [[]]
@@ -321,6 +316,11 @@ def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any)
                     continue
                 cell_loc.mark(path, origin)
         cell_issues: list[SpecIssue] = []
+        allowed = {**COMMON_FIELDS, **pipeline.fields}
+        for key in cell_data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+                cell_issues.append(SpecIssue(cell_loc.of((key,)), dotted((key,)), "unknown key", close[0] if close else None))
         values = _pipeline_fields(cell_data, pipeline, cell_loc, cell_issues, registry)
         for i in cell_issues:  # a problem outside the grid's overrides is the same in every cell: once
             if str(i) not in seen:

@@ -110,3 +110,53 @@ def test_builtins_are_registered_through_entry_points():
     names = {p.name for p in reg.plugins}
     assert {"disc21", "revisitop", "faiss", "timm", "classic", "postprocess", "augly", "demo"} <= names
     assert all(p.package == "harness" for p in reg.plugins if p.name in {"disc21", "faiss"})
+
+
+def test_a_hook_name_matching_no_hookspec_is_a_reported_failure(monkeypatch):
+    typo = types.ModuleType("typo")
+
+    @harness.hookimpl
+    def register_descriptor(register):  # missing "s"
+        register("never", toy_plugins.MeanColor)
+
+    @harness.hookimpl
+    def register_indexes(register):
+        register("brute", toy_plugins.BruteForce)
+
+    typo.register_descriptor = register_descriptor
+    typo.register_indexes = register_indexes
+    monkeypatch.setattr(plugins_mod, "_entry_points", lambda: [FakeEntryPoint("typo", lambda: typo)])
+    reg = load_registry()
+    (failure,) = reg.failures
+    assert failure.plugin == "typo" and failure.stage == "register_descriptor"
+    assert "matches no hook of the harness API" in failure.error
+    assert "brute" in reg.names("index") and "never" not in reg.names("descriptor")
+
+
+class _Dist:
+    def __init__(self, name):
+        self.metadata = {"Name": name}
+        self.version = "1.0"
+
+
+def test_harness_load_plugins_selects_distributions(monkeypatch):
+    def ep(name, dist):
+        e = FakeEntryPoint(name, lambda: toy_plugins if name == "toy" else types.ModuleType(name))
+        e.dist = _Dist(dist)
+        return e
+
+    eps = [ep("toy", "harness-toy"), ep("other", "harness_other"), ep("builtin", "harness")]
+    monkeypatch.setattr(plugins_mod, "_entry_points", lambda: eps)
+    for chosen, expected in [(None, {"toy", "other", "builtin"}), ("", {"builtin"}),
+                             ("harness-other", {"other", "builtin"}), ("Harness_Toy, harness-other", {"toy", "other", "builtin"})]:
+        if chosen is None:
+            monkeypatch.delenv("HARNESS_LOAD_PLUGINS", raising=False)
+        else:
+            monkeypatch.setenv("HARNESS_LOAD_PLUGINS", chosen)
+        assert {p.name for p in load_registry().plugins} == expected, chosen
+
+
+def test_the_suite_sees_only_the_built_in_plugins():
+    from harness.plugins import get_registry
+
+    assert {p.package for p in get_registry().plugins} == {"harness"}

@@ -311,6 +311,7 @@ class Disc21Metrics:
     """DISC21 micro-AP, R@P90 (+ threshold), recall@rank1/10; scorer "official" or "isc2021"."""
 
     version = "1"
+    display = {"threshold*": "number", "n_*": "integer"}
     protocol = "disc21-official"
 
     def __init__(self, scorer: Scorer = "official") -> None:

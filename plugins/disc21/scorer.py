@@ -21,6 +21,13 @@ class Disc21Scorer:
     """Score a DISC21 submission: matching track (.csv) or descriptor track (.h5 / .hdf5)."""
 
     version = "1"
+    display = {"threshold*": "number", "n_*": "integer", "k": "integer", "*": "percent"}
+    options_help = {
+        "scorer": "official (leaderboard: predictions of queries the GT does not list are dropped) or isc2021 "
+                  "(organizers' library: they count as false positives). Default: official.",
+        "max_results": "Descriptor track: K of the global top-K search (default 10 x GT-listed queries present).",
+        "knn": "Descriptor track: per-query kNN instead of global top-K (non-official, as SSCD).",
+    }
 
     def __init__(
         self,

@@ -154,6 +154,7 @@ class RevisitopMetrics:
 
     protocol = "revisitop"
     version = "1"
+    display = {"n_*": "integer"}
 
     def __init__(self, protocols: list[str] = ["easy", "medium", "hard"], ks: list[int] = [1, 5, 10]) -> None:  # noqa: B006
         for p in protocols:

@@ -12,6 +12,7 @@ class RevisitopScorer:
     """Score rankings (K, n_queries) in .npy against a revisitop ground truth (.pkl or .json)."""
 
     version = "1"
+    display = {"n_*": "integer", "*": "percent"}  # mAP and mP@k as percentages, as papers print them
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -37,4 +38,5 @@ def make_scorer(name: str) -> Callable[[], RevisitopScorer]:
     factory.__doc__ = f"Score {name} rankings (.npy, shape (K, 70)) against gnd_{name}.pkl or its JSON form."
     factory.__name__ = f"{name}_scorer"
     factory.version = RevisitopScorer.version  # type: ignore[attr-defined]
+    factory.display = RevisitopScorer.display  # type: ignore[attr-defined]
     return factory
