@@ -121,9 +121,13 @@ def list_parts(kind: str) -> None:
         table.add_column(col, overflow="fold")
     for name in reg.names(kind):
         part = reg.get(kind, name)
-        params = ", ".join(
-            f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}") for p in describe_params(part.factory)
-        )
+        if kind == "pipeline":  # a pipeline's "parameters" are the spec keys it reads
+            fields = getattr(part.factory, "fields", {}) or {}
+            params = ", ".join(f"{k}{'' if f.required else '?'}: {f.part_kind + ' ' if f.part_kind else ''}{f.kind}"
+                               for k, f in fields.items())
+        else:
+            params = ", ".join(f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}")
+                               for p in describe_params(part.factory))
         table.add_row(name, f"{part.plugin} ({part.package})", part.doc, params)
     _console().print(table)
     if not reg.names(kind):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 
 from harness.datasets import fingerprint_items
 from harness.errors import UserError
+from harness.extract import default_workers
 from harness.hashing import sha256_json
 from harness.parts import Item
 from harness.plugins import Part, Registry
@@ -171,11 +173,19 @@ class BuildContext:
             transform = self.create(ps)
             its = source.resolve(inputs)
             (work / "images").mkdir()
-            with self.reporter.task(f"{name} ({ps.name})", len(its)) as advance:
-                for i, it in enumerate(its):
-                    image = transform(it.load(), derive_rng(seed, *rng_names(it.id)))
-                    # ids may hold '/' (revisitop1m): files go by position; PNG keeps the exact pixels
-                    image.convert("RGB").save(work / "images" / f"{i:08d}.png", format="PNG")
+
+            def one(i: int) -> None:
+                it = its[i]
+                image = transform(it.load(), derive_rng(seed, *rng_names(it.id)))
+                # ids may hold '/' (revisitop1m): files go by position; PNG keeps the exact pixels (level 1:
+                # 3x faster to write than the default level 6, same pixels)
+                image.convert("RGB").save(work / "images" / f"{i:08d}.png", format="PNG", compress_level=1)
+
+            # threads: decoding, encoding and most image operations release the GIL; each item's
+            # randomness comes from its own generator, so the order of work never changes a pixel
+            with self.reporter.task(f"{name} ({ps.name})", len(its)) as advance, \
+                    ThreadPoolExecutor(max(1, self.extraction.get("workers") or default_workers())) as pool:
+                for _ in pool.map(one, range(len(its))):
                     advance(1)
             (work / "ids.json").write_text(json.dumps([it.id for it in its]))
             return {"items": len(its)}

@@ -18,8 +18,8 @@ SMALL = [
 ]
 
 
-def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "harness", "run", str(ROOT / "specs" / "demo.yaml"), "--json",
+def _run(tmp_path: Path, *extra: str, spec: str = "demo.yaml") -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "harness", "run", str(ROOT / "specs" / spec), "--json",
             "--output", str(tmp_path / "results")]
     for o in SMALL:
         args += ["--set", o]
@@ -78,3 +78,25 @@ def test_demo_small_with_a_random_init_timm_network(tmp_path):
     assert doc["environment"]["cuda_available"] is not None  # torch was loaded, so it was asked
     part = next(p for p in doc["plugins"] if p["part"] == "descriptor:timm")
     assert part["plugin"] == "timm" and part["package"] == "harness"
+
+
+@pytest.mark.slow
+def test_demo_grid_gives_one_row_per_cell_and_describes_the_database_once(tmp_path):
+    res = _run(tmp_path, "--set", "postprocess=[{name: pca_whiten, dim: 16}, {name: l2_normalize}]", spec="demo-grid.yaml")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert len(doc["cells"]) == 5 and "metrics" not in doc
+    cells = list(range(5))
+    by_name = {s["stage"]: s for s in doc["stages"]}
+    for name in ("describe:database", "describe:train", "postprocess:fit", "postprocess:database", "index"):
+        assert by_name[name]["status"] == "computed" and by_name[name]["cells"] == cells, name
+    assert sum(s["stage"].startswith("describe:queries") for s in doc["stages"]) == 5
+    for cell in doc["cells"]:
+        assert 0.0 <= cell["metrics"]["disc21"]["values"]["micro_ap"] <= 1.0
+    table = subprocess.run([sys.executable, "-m", "harness", "run", str(ROOT / "specs" / "demo-grid.yaml"), "--quiet",
+                            "--output", str(tmp_path / "results"), *sum((["--set", o] for o in SMALL), []),
+                            "--set", "postprocess=[{name: pca_whiten, dim: 16}, {name: l2_normalize}]"],
+                           capture_output=True, text=True, env=dict(os.environ, HARNESS_CACHE_DIR=str(tmp_path / "cache"),
+                                                                    COLUMNS="200"), timeout=600)
+    assert table.returncode == 0, table.stderr
+    assert "demo-grid: metrics (5 cells)" in table.stdout and "augly.grayscale" in table.stdout
