@@ -21,7 +21,7 @@ from harness.datasets import fingerprint_items
 from harness.errors import UserError
 from harness.extract import default_workers
 from harness.hashing import sha256_json
-from harness.parts import Item
+from harness.parts import Item, ItemList, apply_recorded
 from harness.plugins import Part, Registry
 from harness.rng import derive_rng
 from harness.spec import PartSpec
@@ -71,6 +71,10 @@ class DatasetView:
                 raise UserError(f"dataset {self.spec.name!r}: duplicate item ids in the {role!r} split")
             if not its and not optional:
                 raise UserError(f"dataset {self.spec.name!r} has no {role} items")
+            ops = getattr(self.dataset, "operations", None)  # optional: what each item went through
+            recorded = ops(role) if callable(ops) else None
+            if recorded is not None:
+                its = ItemList.of(its, [list(recorded.get(i, [])) for i in ids])
             own = getattr(self.dataset, "role_fingerprint", None)
             content = str(own(role)) if callable(own) else fingerprint_items("items", {role: its}, None)
             self._items[role] = Items(sha256_json({"role": role, "content": content}), ids, None, its)
@@ -172,11 +176,14 @@ class BuildContext:
         def compute(work: Path, inputs: list[Any]) -> dict[str, Any]:
             transform = self.create(ps)
             its = source.resolve(inputs)
+            before = getattr(its, "operations", None) or [[] for _ in its]
+            records: list[list[dict[str, Any]]] = [[] for _ in its]
             (work / "images").mkdir()
 
             def one(i: int) -> None:
                 it = its[i]
-                image = transform(it.load(), derive_rng(seed, *rng_names(it.id)))
+                image, ops = apply_recorded(transform, it.load(), derive_rng(seed, *rng_names(it.id)), ps.name)
+                records[i] = [*before[i], *ops]
                 # ids may hold '/' (revisitop1m): files go by position; PNG keeps the exact pixels (level 1:
                 # 3x faster to write than the default level 6, same pixels)
                 image.convert("RGB").save(work / "images" / f"{i:08d}.png", format="PNG", compress_level=1)
@@ -188,14 +195,16 @@ class BuildContext:
                 for _ in pool.map(one, range(len(its))):
                     advance(1)
             (work / "ids.json").write_text(json.dumps([it.id for it in its]))
+            (work / "operations.json").write_text(json.dumps(records, default=str))
             return {"items": len(its)}
 
-        def load(entry: Path, _inputs: Any) -> list[Item]:
+        def load(entry: Path, _inputs: Any) -> ItemList:
             ids = json.loads((entry / "ids.json").read_text())
-            return [Item(id_, str(entry / "images" / f"{i:08d}.png")) for i, id_ in enumerate(ids)]
+            items = [Item(id_, str(entry / "images" / f"{i:08d}.png")) for i, id_ in enumerate(ids)]
+            return ItemList.of(items, json.loads((entry / "operations.json").read_text()))
 
         config = {"items": source.key if source.stage is None else None, "transform": self.identity(ps), "seed": seed,
-                  "position": position}
+                  "position": position, "layout": 2}  # layout 2: operation records beside the images
         stage = self.engine.stage(name, config, source.inputs(), compute, load)
         return Items(stage.key, source.ids, stage)
 
@@ -219,10 +228,14 @@ class BuildContext:
         return self.engine.stage(f"describe:{role}", config, items.inputs(), compute,
                                  lambda e, _i: np.load(e / "vectors.npy", mmap_mode="r"))
 
-    def metrics(self, specs: Sequence[PartSpec], output: Stage, ground_truth: Stage,
-                adapt: Callable[[Any], Any] | None = None) -> dict[str, Stage]:
-        """One ``metric:<label>`` stage per metric: ``metric(ground truth, adapt(output value))``. The
-        stage's value is the metric's record for the result document."""
+    def metrics(self, specs: Sequence[PartSpec], inputs: Stage | Sequence[Stage], ground_truth: Stage,
+                adapt: Callable[..., Any] | None = None) -> dict[str, Stage]:
+        """One ``metric:<label>`` stage per metric: ``metric(ground truth, output)`` where output is
+        ``adapt(*values of inputs)`` (default: the one input's value). The stage's value is the metric's
+        record for the result document. A metric with ``breakdown = True`` is also computed per
+        operation family when the output offers ``groups()`` and ``subset(mask)`` and the ground truth
+        ``restrict(query_ids)`` (the queries of each group scored as a track of their own)."""
+        stages = [inputs] if isinstance(inputs, Stage) else list(inputs)
         out: dict[str, Stage] = {}
         for i, ps in enumerate(specs):
             label = _label(specs, i)
@@ -234,17 +247,24 @@ class BuildContext:
             if isinstance(display, dict) and display:
                 record["display"] = {str(k): str(v) for k, v in display.items()}
 
-            def compute(work: Path, inputs: list[Any], metric: Any = metric) -> dict[str, Any]:
-                value = adapt(inputs[0]) if adapt is not None else inputs[0]
-                values = {str(k): plain_number(v) for k, v in dict(metric(inputs[1], value)).items()}
-                (work / "values.json").write_text(json.dumps(values, indent=1))
-                return {}
+            def compute(work: Path, values: list[Any], metric: Any = metric) -> dict[str, Any]:
+                *outputs, gt = values
+                output = adapt(*outputs) if adapt is not None else outputs[0]
+                result = {str(k): plain_number(v) for k, v in dict(metric(gt, output)).items()}
+                (work / "values.json").write_text(json.dumps(result, indent=1))
+                breakdown = _breakdown(metric, gt, output)
+                if breakdown:
+                    (work / "breakdown.json").write_text(json.dumps(breakdown, indent=1))
+                return {"groups": len(breakdown)} if breakdown else {}
 
             def load(entry: Path, _inputs: Any, record: dict[str, Any] = record) -> dict[str, Any]:
-                return {**record, "values": json.loads((entry / "values.json").read_text())}
+                loaded = {**record, "values": json.loads((entry / "values.json").read_text())}
+                if (entry / "breakdown.json").exists():
+                    loaded["breakdown"] = json.loads((entry / "breakdown.json").read_text())
+                return loaded
 
-            out[label] = self.engine.stage(f"metric:{label}", {"metric": self.identity(ps)}, [output, ground_truth],
-                                           compute, load)
+            out[label] = self.engine.stage(f"metric:{label}", {"metric": self.identity(ps), "breakdown": 1},
+                                           [*stages, ground_truth], compute, load)
         return out
 
     def parts_used(self) -> dict[str, Part]:
@@ -252,6 +272,20 @@ class BuildContext:
 
     def datasets(self) -> list[DatasetView]:
         return list(self._shared.get("datasets", {}).values())
+
+
+def _breakdown(metric: Any, gt: Any, output: Any) -> dict[str, dict[str, Any]]:
+    """Per operation family: the metric on the queries that went through it."""
+    if not getattr(metric, "breakdown", False):
+        return {}
+    groups, subset, restrict = (getattr(o, n, None) for o, n in ((output, "groups"), (output, "subset"), (gt, "restrict")))
+    if not (callable(groups) and callable(subset) and callable(restrict)):
+        return {}
+    out = {}
+    for group, mask in groups().items():
+        part = subset(mask)
+        out[str(group)] = {str(k): plain_number(v) for k, v in dict(metric(restrict(part.query_ids), part)).items()}
+    return out
 
 
 def _label(specs: Sequence[PartSpec], i: int) -> str:

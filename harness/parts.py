@@ -62,6 +62,31 @@ class Item:
         return image
 
 
+class ItemList(list):
+    """A list of :class:`Item` with, optionally, per-item operation records (what each image went
+    through: ``[[{"op": ..., **params}, ...], ...]``, aligned with the items)."""
+
+    operations: list[list[dict[str, Any]]] | None = None
+
+    @classmethod
+    def of(cls, items: Sequence[Item], operations: list[list[dict[str, Any]]] | None = None) -> "ItemList":
+        out = cls(items)
+        out.operations = operations
+        return out
+
+
+def apply_recorded(transform: Any, image: "Image.Image", rng: np.random.Generator,
+                   name: str) -> tuple["Image.Image", list[dict[str, Any]]]:
+    """Apply a transform and say what it did (see :class:`Transform` for the optional methods)."""
+    recorded = getattr(transform, "apply_recorded", None)
+    if callable(recorded):
+        image, ops = recorded(image, rng)
+        return image, [dict(op) for op in ops]
+    out = transform(image, rng)
+    static = getattr(transform, "operations", None)
+    return out, ([dict(op) for op in static()] if callable(static) else [{"op": name}])
+
+
 @dataclass
 class Neighbors:
     """What an index search returns, in database row indices (not ids). Higher score = more similar.
@@ -137,11 +162,37 @@ class Neighbors:
 
 @dataclass
 class Retrieval:
-    """Neighbors plus the ids they refer to: the input of every retrieval metric."""
+    """Neighbors plus the ids they refer to: the input of every retrieval metric. ``query_operations``:
+    per query, the operations its image went through (``[{"op": ..., **params}]``), when recorded."""
 
     query_ids: np.ndarray  # (nq,) str
     db_ids: np.ndarray  # (nb,) str
     neighbors: Neighbors
+    query_operations: list[list[dict[str, Any]]] | None = None
+
+    def groups(self) -> dict[str, np.ndarray]:
+        """Operation family -> boolean mask of the queries that went through it (a query with several
+        operations is in several groups; one with none is in ``"none"``)."""
+        if self.query_operations is None:
+            return {}
+        names = [sorted({str(op.get("op")) for op in ops}) or ["none"] for ops in self.query_operations]
+        out: dict[str, np.ndarray] = {}
+        for g in sorted({n for ns in names for n in ns}):
+            out[g] = np.array([g in ns for ns in names], dtype=bool)
+        return out
+
+    def subset(self, mask: np.ndarray) -> "Retrieval":
+        """The retrieval of the queries where ``mask`` is true (database unchanged)."""
+        mask = np.asarray(mask, dtype=bool)
+        new_index = np.cumsum(mask) - 1
+        nb = self.neighbors
+        if nb.form == "knn":
+            sub = Neighbors.knn(nb.indices[mask], nb.scores[mask])  # type: ignore[index]
+        else:
+            keep = mask[nb.q]  # type: ignore[index]
+            sub = Neighbors.pairs(new_index[nb.q[keep]], nb.r[keep], nb.score[keep])  # type: ignore[index]
+        ops = None if self.query_operations is None else [o for o, m in zip(self.query_operations, mask) if m]
+        return Retrieval(self.query_ids[mask], self.db_ids, sub, ops)
 
     def predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query_id, database_id, score) arrays, one row per retrieved pair."""
@@ -170,6 +221,10 @@ class Dataset(Protocol):
 
 @runtime_checkable
 class Transform(Protocol):
+    """Optional, for per-operation records: ``operations() -> [{"op": name, **absolute params}]`` (the
+    same for every image: exact attacks) or ``apply_recorded(image, rng) -> (image, operations)`` (what
+    was applied to this image: random chains). Without either, the record is the part's name."""
+
     def __call__(self, image: "Image.Image", rng: np.random.Generator) -> "Image.Image": ...
 
 

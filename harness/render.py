@@ -116,6 +116,25 @@ def _render_values(console: Any, task: str, metrics: dict[str, Any]) -> None:
             table.add_row(escape(label) if i == 0 else "", escape(f"{m['protocol']} v{m['version']}") if i == 0 else "",
                           escape(name + (" (%)" if display == "percent" else "")), format_value(value, display))
     console.print(table)
+    for label, m in metrics.items():
+        if m.get("breakdown"):
+            _render_breakdown(console, label, m)
+
+
+def _render_breakdown(console: Any, label: str, m: dict[str, Any]) -> None:
+    """Per operation family (queries that went through it), the metric's values."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    groups = m["breakdown"]
+    names = [n for n, v in next(iter(groups.values())).items() if not isinstance(v, list)]
+    table = Table(title=f"{label} by operation (queries that went through it)")
+    table.add_column("operation")
+    for n in names:
+        table.add_column(escape(n), justify="right", overflow="fold")
+    for group, values in groups.items():
+        table.add_row(escape(group), *[format_value(values.get(n), display_of(m, n), digits=4) for n in names])
+    console.print(table)
 
 
 def render_scores(console: Any, track: str, result: dict[str, Any], display: dict[str, str] | None = None) -> None:

@@ -41,7 +41,7 @@ def built(tmp_path_factory) -> DemoCopyDetection:
 
 def test_layout_is_disc21(built):
     folder = built.path
-    assert sorted(p.name for p in folder.iterdir()) == ["build.json", "dev_ground_truth.csv", "dev_queries",
+    assert sorted(p.name for p in folder.iterdir()) == ["build.json", "dev_ground_truth.csv", "dev_queries", "dev_query_operations.json",
                                                          "references", "train"]
     assert sorted(os.listdir(folder / "references")) == [f"R{i:06d}.jpg" for i in range(14)]
     assert sorted(os.listdir(folder / "dev_queries")) == [f"Q{i:05d}.jpg" for i in range(10)]

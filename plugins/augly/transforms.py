@@ -601,14 +601,20 @@ class _Chain(_Transform):
         self.min_ops, self.max_ops = min_ops, max_ops
 
     def apply(self, image, rng):
+        return self.apply_recorded(image, rng)[0]
+
+    def apply_recorded(self, image, rng):
+        """The copy and the ops it went through, in order (``[{"op": name}]``): per-operation records."""
         names = list(self.ops)
         weights = np.array([self.ops[n][0] for n in names], dtype=np.float64)
         n = int(rng.integers(self.min_ops, min(self.max_ops, len(names)) + 1))
         chosen = rng.choice(len(names), size=n, replace=False, p=weights / weights.sum())
+        applied, image = [], _rgb(image)
         # Geometry, then colour, then overlays, then layouts, then re-encoding: how copies are made.
         for i in sorted(chosen.tolist(), key=lambda i: (self.ops[names[i]][1], i)):
             image = self.ops[names[i]][2](image, rng)  # __call__ returns RGB
-        return image
+            applied.append({"op": names[i]})
+        return _rgb(image), applied
 
 
 def _graded_ops(s: float) -> dict[str, tuple[float, int, _Transform]]:

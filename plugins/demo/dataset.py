@@ -34,6 +34,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.params import PartParam
+from harness.parts import apply_recorded
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -41,8 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness_plugins.disc21.dataset import Disc21Dataset
 
 #: Bump when the generated content changes for the same parameters (it enters the folder hash).
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"  # 3: per-query operation records (dev_query_operations.json)
 MARKER = "build.json"
+OPERATIONS = "dev_query_operations.json"  # what each query went through, for per-operation breakdowns
 JPEG_QUALITY = 90
 
 # scikit-image samples that load from the wheel without a download (checked on 0.22 .. 0.26).
@@ -220,6 +222,13 @@ class DemoCopyDetection:
     def fingerprint(self) -> str:
         return self.reader.fingerprint()
 
+    def operations(self, role: str) -> dict[str, list[dict]] | None:
+        """Per query id, the AugLy operations that made it (recorded at build time)."""
+        if role != "queries":
+            return None
+        self.reader  # noqa: B018 - builds the folder if needed
+        return json.loads((self.path / OPERATIONS).read_text())
+
     # --- building ----------------------------------------------------------------------------------------
 
     def is_built(self) -> bool:
@@ -338,16 +347,19 @@ def build(out: Path, params: dict, transform: Callable[..., Any], progress: Call
     original_ids = [f"R{i:06d}" for i in original_rows]
     match_of: dict[int, str] = {int(q): original_ids[j % n_orig] for j, q in enumerate(matched_rows)}
     rows = ["query_id,reference_id"]
+    operations: dict[str, list[dict]] = {}
     for i in range(n_q):
         qid = f"Q{i:05d}"
         ref = match_of.get(i, "")
         # An unmatched query copies a collage that is nowhere in the references.
         source = originals[ref] if ref else collage(derive_rng(seed, "demo", "unmatched", qid), size)
-        query = transform(source.copy(), derive_rng(seed, "demo", "query", qid))
+        query, operations[qid] = apply_recorded(transform, source.copy(), derive_rng(seed, "demo", "query", qid),
+                                                "transform")
         _save(_fit(query.convert("RGB"), 2 * size), out / "dev_queries" / f"{qid}.jpg")
         rows.append(f"{qid},{ref}")
         tick(1)
 
     (out / "dev_ground_truth.csv").write_text("\n".join(rows) + "\n")
+    (out / OPERATIONS).write_text(json.dumps(operations, indent=0))
     (out / MARKER).write_text(json.dumps(params, sort_keys=True, indent=1))
     fsync_tree(out)  # files and folders reach the disk before the rename publishes the build

@@ -21,6 +21,12 @@ class Disc21GroundTruth:
     def n_pairs(self) -> int:
         return int(len(self.pair_query_ids))
 
+    def restrict(self, query_ids: np.ndarray) -> "Disc21GroundTruth":
+        """The ground truth of a subset of the queries (a per-operation breakdown scores each subset)."""
+        keep = np.isin(self.query_ids, np.asarray(query_ids, dtype=str))
+        pair_keep = np.isin(self.pair_query_ids, self.query_ids[keep])
+        return Disc21GroundTruth(self.query_ids[keep], self.pair_query_ids[pair_keep], self.pair_reference_ids[pair_keep])
+
     @classmethod
     def from_arrays(cls, query_ids: np.ndarray, reference_ids: np.ndarray) -> "Disc21GroundTruth":
         """From one row per listed query, ``''`` as reference for a query without a match."""

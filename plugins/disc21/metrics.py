@@ -312,6 +312,7 @@ class Disc21Metrics:
 
     version = "1"
     display = {"threshold*": "number", "n_*": "integer"}
+    breakdown = True  # a subset of the queries is scored as its own track (per-operation tables)
     protocol = "disc21-official"
 
     def __init__(self, scorer: Scorer = "official") -> None:

@@ -66,8 +66,12 @@ class RetrievalPipeline:
             vectors, train_vectors = described, train_stage
         search = _search_stage(ctx, cell.index, vectors, train_vectors if index_trains else None)
         query_ids, db_ids = np.asarray(queries.ids), np.asarray(database.ids)
-        return ctx.metrics(cell.metrics, search, data.ground_truth,
-                           adapt=lambda neighbors: Retrieval(query_ids, db_ids, neighbors))
+        if queries.stage is None:  # the dataset's own records, if it has any
+            operations = getattr(queries.resolve([]), "operations", None)
+            return ctx.metrics(cell.metrics, search, data.ground_truth,
+                               adapt=lambda neighbors: Retrieval(query_ids, db_ids, neighbors, operations))
+        return ctx.metrics(cell.metrics, [search, queries.stage], data.ground_truth,
+                           adapt=lambda neighbors, items: Retrieval(query_ids, db_ids, neighbors, items.operations))
 
 
 class FittedSteps:
