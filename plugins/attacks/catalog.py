@@ -38,3 +38,25 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "attack.meme": Meme,
     "attack.screenshot": Screenshot,
 }
+
+#: Typical strengths, one per attack (from the published grids), for documentation and contract checks.
+EXAMPLE_PARAMS: dict[str, dict] = {
+    "attack.rotate": {"degrees": 25},
+    "attack.center_crop": {"area": 0.5},
+    "attack.resize": {"area": 0.5},
+    "attack.crop_side": {"ratio": 0.5},
+    "attack.resized_crop": {"area": 0.5},
+    "attack.blur": {"kernel": 11},
+    "attack.blur_radius": {"radius": 3},
+    "attack.median": {"kernel": 3},
+    "attack.pixelize": {"ratio": 0.3},
+    "attack.noise": {"sigma": 0.05},
+    "attack.erase": {"fraction": 0.25},
+    "attack.jpeg": {"quality": 50},
+    "attack.webp": {"quality": 50},
+    "attack.contrast": {"factor": 0.5},
+    "attack.brightness": {"factor": 1.5},
+    "attack.saturation": {"factor": 2.0},
+    "attack.sharpness": {"factor": 2.0},
+    "attack.hue": {"shift": 0.2},
+}
