@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -574,13 +573,6 @@ def test_grayscale_is_pil_luma_in_three_channels():
 # --- overlays and layouts ---------------------------------------------------------------------------
 
 
-class _NoGlobals(pickle.Unpickler):
-    """AugLy's per-font character lists are pickled lists of ints: refuse anything else."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refused {module}.{name}")
-
-
 @pytest.mark.parametrize("params", [{}, {"text": "Hello World", "font": "IBMPlexSans-Bold.ttf", "font_size": 0.3,
                                          "color": [10, 200, 30], "x_pos": 0.2, "y_pos": 0.1}])
 def test_overlay_text_is_augly_overlay_text_with_a_fixed_string(params):
@@ -588,8 +580,10 @@ def test_overlay_text_is_augly_overlay_text_with_a_fixed_string(params):
     from augly import utils
 
     a = attack("attack.overlay_text", **params)
+    from harness.safe_pickle import loads_plain
+
     with open(os.path.join(utils.FONTS_DIR, a.font[:-4] + ".pkl"), "rb") as f:
-        chars = _NoGlobals(f).load()
+        chars = loads_plain(f.read())  # AugLy's per-font character list: a pickled list of ints
     indices = [chars.index(ord(c)) for c in a.text]  # AugLy takes the text as indices into that list
     font_path = os.path.join(utils.FONTS_DIR, a.font)
     for image in IMAGES:
