@@ -141,6 +141,22 @@ def test_bad_parameters_are_spec_errors(name, params, fragment):
     assert problems and any(fragment in f"{p.message} {p.suggestion}" for p in problems), problems
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 5)])
+def test_tiny_images_are_attacked_or_refused_clearly(size):
+    from harness.errors import UserError
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    for name in sorted(ATTACKS):
+        cases = [EXAMPLE_PARAMS.get(name, {})] + ([{"kernel": 19}] if name == "attack.blur" else [])
+        for params in cases:
+            if name == "attack.overlay_text":  # a font of 0 px cannot be drawn: one clear line, not a crash
+                with pytest.raises(UserError, match="0 px"):
+                    attack(name, **params)(image, RNG)
+                continue
+            out = attack(name, **params)(image, np.random.default_rng(0))
+            assert out.mode == "RGB" and min(out.size) >= 1, name
+
+
 def test_asset_names_are_checked_when_the_attack_is_created():
     from harness.errors import UserError
 

@@ -14,9 +14,7 @@ from .base import AreaFraction, Attack, Degrees, rgb, scaled_side
 
 
 class NoAttack(Attack):
-    """The identity (the none row of robustness tables).
-
-    The identity: the image as it is (the ``none`` row of every robustness table)."""
+    """The identity (the none row of robustness tables): a copy of the image, no parameter."""
 
     op = "none"
 
@@ -134,8 +132,6 @@ class CropSide(Attack):
 class ResizedCrop(Attack):
     """Square crop of a fraction area of the pixels at a random position, resized back (WAVES).
 
-    Square crop of a fraction ``area`` of the pixels at a random position, resized back (WAVES).
-
     The square's side is round(sqrt(area x W x H)) (at most the shorter side), its top-left corner is
     drawn uniformly from the item's rng, and the crop is resized back to W x H with PIL's antialiased
     bilinear filter: WAVES' ``resizedcrop`` (torchvision ``RandomResizedCrop`` with scale and ratio
@@ -161,9 +157,7 @@ class ResizedCrop(Attack):
 
 
 class HFlip(Attack):
-    """Horizontal mirror.
-
-    Horizontal mirror (left becomes right); no parameter."""
+    """Horizontal mirror (left becomes right); no parameter."""
 
     op = "hflip"
 
