@@ -65,7 +65,8 @@ class Hue(Attack):
 
     torchvision's ``adjust_hue`` on a PIL image: in PIL's 8-bit HSV the hue channel is shifted by
     int(shift x 255) (truncated toward zero) modulo 256, saturation and value kept. ``shift`` 0.2 adds
-    51 hue levels; -0.5 and 0.5 differ by one level (-127 vs +127).
+    51 hue levels; -0.5 and 0.5 differ by one level (-127 vs +127). ``shift`` 0 is not the identity:
+    the 8-bit HSV round trip alone moves values by a few levels (as it does in torchvision).
     """
 
     op = "hue"
