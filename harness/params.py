@@ -120,10 +120,20 @@ def describe_params(factory: Callable[..., Any]) -> list[ParamInfo]:
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is typing.Annotated:  # PositiveInt -> "int >= 1"
         base, *extras = typing.get_args(tp)
-        bounds = [f">= {e.ge}" for e in extras if isinstance(e, annotated_types.Ge)]
-        return " ".join([_type_name(base), *bounds])
+        return " ".join([_type_name(base), *filter(None, map(_bound_text, extras))])
     text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
     return text or str(tp).replace("typing.", "")
+
+
+def _bound_text(extra: Any) -> str | None:
+    """One Annotated constraint as shown by ``harness list``: ">= 1", "< 0.5", "odd" (a Predicate's name)."""
+    for cls, attr, op in ((annotated_types.Ge, "ge", ">="), (annotated_types.Gt, "gt", ">"),
+                          (annotated_types.Le, "le", "<="), (annotated_types.Lt, "lt", "<")):
+        if isinstance(extra, cls):
+            return f"{op} {getattr(extra, attr)}"
+    if isinstance(extra, annotated_types.Predicate):
+        return getattr(extra.func, "__qualname__", None)
+    return None
 
 
 @lru_cache(maxsize=None)

@@ -99,6 +99,37 @@ def check_transform(transform: Any, image: Any | None = None, seed: int = 0) -> 
     return out
 
 
+def _image_key(image: Any) -> tuple[str, tuple[int, int], bytes]:
+    return image.mode, image.size, image.tobytes()
+
+
+def check_attack(transform: Any, *, uses_rng: bool = False, image: Any | None = None,
+                 seeds: tuple[int, ...] = (0, 1, 2, 3)) -> Any:
+    """An attack is a transform (RGB out, input untouched, same seed -> same bytes) with a record of
+    what it applies: ``operations()``, a non-empty list of JSON-serialisable dicts each naming its
+    ``"op"``. Unless ``uses_rng``, it ignores its rng: different rngs give identical bytes and the rng
+    is left as it was (a chain passes the same rng on). With ``uses_rng``, different seeds must change
+    the output for at least one of ``seeds`` (the randomness really comes from the rng)."""
+    image = image if image is not None else sample_images(1, 128)[0]
+    out = check_transform(transform, image, seed=seeds[0])
+    ops = transform.operations() if callable(getattr(transform, "operations", None)) else None
+    assert isinstance(ops, list) and ops, "an attack needs operations() -> non-empty list of dicts"
+    for op in ops:
+        assert isinstance(op, dict) and isinstance(op.get("op"), str) and op["op"], f"bad operation record {op!r}"
+    json.dumps(ops)  # records go into result documents
+    first = _image_key(out)
+    if not uses_rng:
+        for seed in seeds[1:]:
+            rng = np.random.default_rng(seed)
+            state = rng.bit_generator.state
+            assert _image_key(transform(image, rng)) == first, f"seed {seed} changed the output: the rng must be ignored"
+            assert rng.bit_generator.state == state, "the attack drew from its rng although it does not use it"
+    else:
+        others = [_image_key(transform(image, np.random.default_rng(seed))) for seed in seeds[1:]]
+        assert any(o != first for o in others), f"seeds {seeds} all gave the same output: the rng is not used"
+    return out
+
+
 def check_postprocessor(step: Any, train: np.ndarray | None = None, dim: int = 32) -> None:
     rng = np.random.default_rng(0)
     train = train if train is not None else rng.standard_normal((200, dim)).astype(np.float32)

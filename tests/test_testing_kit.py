@@ -10,6 +10,7 @@ import toy_plugins
 from harness.parts import Neighbors, Retrieval
 from harness.plugins import load_registry
 from harness.testing import (
+    check_attack,
     check_descriptor,
     check_index,
     check_metric,
@@ -31,9 +32,17 @@ def test_timm_descriptor_meets_the_contract():
     check_descriptor(REGISTRY.create("descriptor", "timm", {"model": "test_resnet", "size": 64}))
 
 
-@pytest.mark.parametrize("name", REGISTRY.names("transform"))
+@pytest.mark.parametrize("name", [n for n in REGISTRY.names("transform") if not n.startswith("attack.")])
 def test_builtin_transforms_meet_the_contract(name):
     check_transform(REGISTRY.create("transform", name, {}))
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY.names("transform") if n.startswith("attack.")])
+def test_builtin_attacks_meet_the_contract(name):
+    from harness_plugins.attacks.catalog import EXAMPLE_PARAMS
+
+    attack = REGISTRY.create("transform", name, EXAMPLE_PARAMS.get(name, {}))
+    check_attack(attack, uses_rng=name in ("attack.noise", "attack.erase", "attack.resized_crop"))
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("postprocessor"))
@@ -89,6 +98,31 @@ def test_checks_catch_broken_parts():
         check_transform(InPlace())
     with pytest.raises(AssertionError, match="best first"):
         check_index(Unsorted())
+
+
+def test_check_attack_catches_hidden_or_missing_randomness():
+    from harness_plugins.attacks.geometry import HFlip
+    from harness_plugins.attacks.pixel import Noise
+
+    class Peeks(HFlip):  # output ignores the rng, but it draws from it (a chain's next part would change)
+        def apply(self, image, rng):
+            rng.random()
+            return super().apply(image, rng)
+
+    class Unrecorded:
+        def __call__(self, image, rng):
+            return image.copy()
+
+    check_attack(HFlip())
+    check_attack(Noise(0.1), uses_rng=True)
+    with pytest.raises(AssertionError, match="changed the output"):
+        check_attack(Noise(0.1))
+    with pytest.raises(AssertionError, match="not use"):
+        check_attack(HFlip(), uses_rng=True)
+    with pytest.raises(AssertionError, match="drew from its rng"):
+        check_attack(Peeks())
+    with pytest.raises(AssertionError, match="operations"):
+        check_attack(Unrecorded())
 
 
 def test_run_spec_dict_runs_a_spec(tmp_path, toy_registry):
