@@ -268,12 +268,7 @@ def _assign(parent: Any, key: Any, value: Any, text: str) -> None:
 def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry: Any = None) -> Spec:
     """Read, override and validate a spec; raises SpecError listing every problem found."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{source}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{source}: cannot read spec: {exc}") from None
+    text = _read_spec_text(path)
     data, loc, issues = _read_yaml(text, source)
     data = copy.deepcopy(data) if data is not None else {}
     for assignment in overrides:
@@ -283,6 +278,15 @@ def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry:
 
         registry = get_registry()
     return validate(data, loc, issues, registry)
+
+
+def _read_spec_text(path: str | os.PathLike[str]) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read spec: {exc}") from None
 
 
 def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any) -> Spec:
@@ -419,8 +423,13 @@ def _grid_cells(grid: Any, loc: _Locations, issue: Any) -> list[list[tuple[PathT
             if path[0] in ("grid", "task", "pipeline"):
                 issue(("grid", a, path_text), f"{path[0]!r} cannot vary within a run")
                 return [[]]
+            if isinstance(values, dict) and set(values) == {"values_from"}:  # a published grid, kept in its own file
+                values = _values_from(values["values_from"], loc, ("grid", a, path_text), issue)
+                if values is None:
+                    return [[]]
+                grid[a][path_text] = values  # the resolved spec (and its hash) holds the values themselves
             if not isinstance(values, list) or not values:
-                issue(("grid", a, path_text), "expected a non-empty list of values")
+                issue(("grid", a, path_text), "expected a non-empty list of values (or {values_from: FILE})")
                 return [[]]
             lengths.add(len(values))
             columns.append((path_text, path, values))
@@ -440,6 +449,28 @@ def _grid_cells(grid: Any, loc: _Locations, issue: Any) -> list[list[tuple[PathT
     for axis in axes:
         cells = [cell + value for cell in cells for value in axis]
     return cells
+
+
+def _values_from(ref: Any, loc: _Locations, path: PathT, issue: Any) -> list[Any] | None:
+    """The values of a grid file's only axis (``specs/grids/*.yaml``), relative to the spec's folder."""
+    if not isinstance(ref, str) or not ref.strip():
+        issue(path, "values_from: expected the path of a grid file")
+        return None
+    file = Path(os.path.expanduser(ref))
+    if not file.is_absolute():
+        file = Path(loc.source).resolve().parent / file
+    try:
+        text = _read_spec_text(file)
+        data, _, problems = _read_yaml(text, str(file))
+    except UserError as exc:
+        issue(path, f"values_from: {exc}")
+        return None
+    axes = data.get("grid") if isinstance(data, dict) else None
+    if problems or not isinstance(axes, list) or len(axes) != 1 or not isinstance(axes[0], dict) or len(axes[0]) != 1:
+        issue(path, f"values_from: {file} must hold `grid:` with one axis of one path")
+        return None
+    (values,) = axes[0].values()
+    return values
 
 
 def _pipeline_fields(data: dict[str, Any], pipeline: Any, loc: _Locations, issues: list[SpecIssue],

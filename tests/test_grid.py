@@ -224,3 +224,26 @@ def test_metric_taking_another_input_type_is_a_spec_error(tmp_path):
 def test_unknown_pipeline_is_a_spec_error_with_a_suggestion(tmp_path, toy_registry):
     with pytest.raises(SpecError, match=r"pipeline: unknown pipeline 'retrival' \(did you mean 'retrieval'\?\)"):
         load_spec(_write(tmp_path, toy_plugins.spec(str(tmp_path / "d"), pipeline="retrival")), registry=toy_registry)
+
+
+def test_a_grid_axis_can_take_its_values_from_a_published_grid_file(tmp_path, toy_registry):
+    (tmp_path / "grids").mkdir()
+    (tmp_path / "grids" / "g.yaml").write_text(yaml.safe_dump({"grid": [{"attack": [MIRROR, {"name": "mirror", "p": 0.0}]}]}))
+    spec = toy_plugins.spec(str(tmp_path / "data"), grid=[{"transform": {"values_from": "grids/g.yaml"}}])
+    s = load_spec(_write(tmp_path, spec), registry=toy_registry)
+    assert [c.overrides["transform"]["p"] for c in s.cells] == [1.0, 0.0]
+    assert s.data["grid"][0]["transform"] == [MIRROR, {"name": "mirror", "p": 0.0}]  # the values, in the document
+    bad = toy_plugins.spec(str(tmp_path / "data"), grid=[{"transform": {"values_from": "grids/missing.yaml"}}])
+    with pytest.raises(SpecError, match="values_from: .*missing.yaml: spec file not found"):
+        load_spec(_write(tmp_path, bad), registry=toy_registry)
+
+
+def test_published_grid_files_serve_the_retrieval_pipeline(tmp_path):
+    from pathlib import Path
+
+    import harness_plugins.attacks as attacks
+
+    grid_file = Path(__file__).resolve().parents[1] / "specs" / "grids" / "ssl-watermarking.yaml"
+    spec = toy_plugins.spec(str(tmp_path / "data"), grid=[{"transform": {"values_from": str(grid_file)}}])
+    s = load_spec(_write(tmp_path, spec), registry=registry_with(toy_plugins, attacks))
+    assert len(s.cells) == 66 and s.cells[5].overrides["transform"]["name"] == "attack.rotate"
