@@ -39,7 +39,7 @@ MAX_LINE_BYTES = 65536
 MAX_ID_CHARS = 256
 #: A fixed-width id column may take this much memory whatever the file, or 8x the file's size.
 _ID_COLUMN_FLOOR = 64 * 1024 * 1024
-_BLOCK_BYTES = 1 << 22
+_BLOCK_BYTES = 1 << 20
 #: Number fields up to this many bytes are gathered into one matrix; longer ones are parsed one by one.
 _NUMBER_WIDTH = 32
 #: Zero bytes around the file's bytes, so that fixed-width windows (ids, numbers) may overhang.
@@ -98,13 +98,15 @@ class Table:
             )
         return width
 
-    def _check_tabs(self, col: int, ids: np.ndarray) -> None:
-        inner = np.flatnonzero(np.strings.find(ids, "\t") >= 0)
-        if len(inner):
-            i = int(inner[0])
-            raise SubmissionError(
-                self.path, f"{self.header[col]} {shown(str(ids[i]))} contains a control character (tab)", where=self.where(i)
-            )
+    def _check_controls(self, col: int, ids: np.ndarray, chars: str) -> None:
+        """Refuse ids holding any of ``chars`` (tabs, and in quoted fields line breaks)."""
+        for ch in chars:
+            inner = np.flatnonzero(np.strings.find(ids, ch) >= 0)
+            if len(inner):
+                i = int(inner[0])
+                raise SubmissionError(
+                    self.path, f"{self.header[col]} {shown(str(ids[i]))} contains a control character {ch!r}", where=self.where(i)
+                )
 
 
 # ------------------------------------------------------------------------------------------ entry
@@ -178,9 +180,16 @@ class _BytesTable(Table):
             b = min(a + _BLOCK_BYTES, n_bytes)
             if b < n_bytes:
                 cut = data.rfind(b"\n", a, b)
-                if cut < 0:  # no line break in a whole block: a line far over the limit
-                    raise SubmissionError(path, f"line longer than {MAX_LINE_BYTES:,} bytes", where=f"line {lines_before + 1}")
-                b = cut + 1
+                if cut < 0:  # a line longer than the block: it may still be within the line limit
+                    cut = data.find(b"\n", b, a + MAX_LINE_BYTES + 2)
+                if cut >= 0:
+                    b = cut + 1
+                elif n_bytes - a <= MAX_LINE_BYTES + 1:
+                    b = n_bytes  # the last line, without a line break
+                else:
+                    raise SubmissionError(
+                        path, f"line over the limit of {MAX_LINE_BYTES:,} bytes", where=f"line {lines_before + 1}"
+                    )
             c = buf[a:b]
             nl = np.flatnonzero(c == 10)
             n_ctrl = np.count_nonzero(c < 32)
@@ -271,7 +280,7 @@ class _BytesTable(Table):
         if self.has_ws:
             ids = np.strings.strip(ids)
         if self.has_tab:
-            self._check_tabs(col, ids)
+            self._check_controls(col, ids, "\t")
         return ids
 
     def numbers(self, col: int) -> tuple[np.ndarray, int | None]:
@@ -327,7 +336,7 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     (Clinger's fast path). Otherwise the division is done in x87 extended precision (64-bit
     mantissa: M and 10**B are exact there), whose result rounds correctly to a double unless it lies
     exactly halfway between two doubles: those few go to the parser too. B is chosen so that most
-    fields fit in 19 digits; a second round takes the fields that did not.
+    fields fit in 19 digits; further rounds take the fields that did not.
 
     Everything works on the transposed bytes (one contiguous row per character position).
     """
@@ -347,7 +356,7 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     n_int = dot - signed
     n_frac = np.where(has_dot, lengths - dot - 1, 0)
     todo = (n_int + n_frac >= 1) & (n_int + n_frac <= 19)
-    for _ in range(2):
+    for _ in range(20):  # each round takes every field that fits its B, and no B is chosen twice
         idx = np.flatnonzero(todo)
         if not len(idx):
             break
@@ -471,8 +480,10 @@ class _RowsTable(Table):
         width = self._check_width(col, np.fromiter(map(len, values), dtype=np.int64, count=len(values)))
         if width == 0:
             return np.zeros(len(values), dtype="<U1")
-        ids = np.strings.strip(np.array(values, dtype=f"<U{width}"))
-        self._check_tabs(col, ids)
+        raw = np.array(values, dtype=f"<U{width}")
+        self._check_controls(col, raw, "\n\r")  # quoted line breaks, before stripping could hide them
+        ids = np.strings.strip(raw)
+        self._check_controls(col, ids, "\t")
         return ids
 
     def numbers(self, col: int) -> tuple[np.ndarray, int | None]:
