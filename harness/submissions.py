@@ -320,7 +320,9 @@ def read_rankings_npy(
 ) -> np.ndarray:
     """Read rankings of shape ``(K, n_queries)``: column q lists database ids best first.
 
-    Integer dtype only, no pickles, no negative ids, no id twice in a column. Returns int64.
+    Integer dtype only, no pickles, no id twice in a column. ``-1`` is "no result" (faiss pads with
+    it): it may repeat and scores as a negative at its rank, as in revisitop's ``compute_map``; any
+    other negative id is an error. Returns int64.
     """
     check_file(path, max_bytes)
     with open(path, "rb") as fh:
@@ -355,9 +357,9 @@ def read_rankings_npy(
     if not ranks.size:
         return ranks
     lo = int(ranks.min())
-    if lo < 0:
-        k, q = np.argwhere(ranks < 0)[0]
-        raise SubmissionError(path, f"negative id {ranks[k, q]}", where=f"column {q}, row {k}")
+    if lo < -1:
+        k, q = np.argwhere(ranks < -1)[0]
+        raise SubmissionError(path, f"negative id {ranks[k, q]} (only -1, no result, is allowed)", where=f"column {q}, row {k}")
     col = _first_duplicate_column(ranks, lo, int(ranks.max()))
     if col is not None:
         q, k, v = col
@@ -398,16 +400,18 @@ def _first_duplicate_column(ranks: np.ndarray, lo: int, hi: int) -> tuple[int, i
     scratch = None if ranks.flags.f_contiguous else np.empty((group, k), dtype=ranks.dtype)
     for start in range(0, nq, group):
         for j, col in enumerate(_columns(ranks, start, min(start + group, nq), scratch)):
+            pads = int(np.count_nonzero(col == -1)) if lo == -1 else 0  # -1 (no result) may repeat
             if mark is not None:
                 mark.fill(False)
                 mark[col - lo if lo else col] = True
-                if np.count_nonzero(mark) == k:
+                if np.count_nonzero(mark) == k - max(pads - 1, 0):
                     continue
             else:
                 srt = np.sort(col)
-                if not (srt[1:] == srt[:-1]).any():
+                if not (srt[1:] == srt[:-1])[srt[1:] != -1].any():
                     continue
-            _, row = _first_duplicate(col)  # type: ignore[misc]  # a repeat exists
+            unique_pads = np.where(col == -1, lo - 1 - np.arange(k), col) if pads else col  # pads never match
+            _, row = _first_duplicate(unique_pads)  # type: ignore[misc]  # a repeat exists
             return start + j, row, int(col[row])
     return None
 
