@@ -127,6 +127,15 @@ def test_minus_one_padding_is_read_and_other_negatives_are_not(tmp_path):
     assert read_rankings_npy(path, n_queries=3).shape == (5, 3)
 
 
+def test_a_revisitop_ground_truth_without_queries_is_refused(tmp_path):
+    gt = tmp_path / "gnd.json"
+    gt.write_text(json.dumps({"imlist": ["a", "b"], "qimlist": [], "gnd": []}))
+    sub = tmp_path / "r.npy"
+    np.save(sub, np.zeros((2, 0), dtype=np.int64))
+    with pytest.raises(SubmissionError, match="lists no query"):
+        make_scorer("rparis6k")().score(str(sub), str(gt))
+
+
 # ------------------------------------------------------------------------- DISC21 descriptors
 
 
