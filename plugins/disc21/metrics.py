@@ -100,6 +100,7 @@ def score_predictions(
     gt: Disc21GroundTruth,
     *,
     scorer: Scorer = "official",
+    unique_pairs: bool = False,
 ) -> dict:
     """DISC21 metrics of predictions ``(query_id, reference_id, score)`` (higher = more confident).
 
@@ -107,7 +108,8 @@ def score_predictions(
     keeps them as false positives. ``n_predictions`` counts the predictions scored. With no GT pair
     (N = 0) or no prediction every rate is 0 and R@P90 is "not reached". Raises ``ValueError`` on
     duplicate (query, reference) pairs (naming the smallest such pair and its first two rows),
-    NaN/inf scores or mismatched lengths.
+    NaN/inf scores or mismatched lengths. ``unique_pairs=True`` skips the duplicate check, for callers
+    that made the pairs unique already (the submission reader, which names their lines; a search).
     """
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}, expected one of {SCORERS}")
@@ -126,7 +128,7 @@ def score_predictions(
     if n_gt and np.bincount(gpq, minlength=nq_codes).max() > 1:
         raise ValueError("ground truth lists more than one reference for a query")
     pair_key = pq * max(nr_codes, 1) + pr
-    key = _smallest_duplicate(pair_key)
+    key = None if unique_pairs else _smallest_duplicate(pair_key)
     if key is not None:
         i, j = np.flatnonzero(pair_key == key)[:2]
         raise ValueError(f"duplicate prediction ({query_ids[i]}, {reference_ids[i]}) at rows {i} and {j}")

@@ -75,8 +75,8 @@ class Disc21Scorer:
             return self._score_descriptors(submission, gt)
         from harness.submissions import read_matching_csv
 
-        q, r, s = read_matching_csv(submission)
-        return {**score_predictions(q, r, s, gt, scorer=self.scorer), "track": "matching"}
+        q, r, s = read_matching_csv(submission)  # refuses duplicate pairs, naming their lines
+        return {**score_predictions(q, r, s, gt, scorer=self.scorer, unique_pairs=True), "track": "matching"}
 
     def _score_descriptors(self, path: str | os.PathLike[str], gt: Disc21GroundTruth) -> dict[str, Any]:
         from harness.parts import Retrieval
@@ -110,7 +110,7 @@ class Disc21Scorer:
             neighbors = strict_top_k(global_top_k(xq, xb, deep, metric="l2"), k)
             info = {"search": "global_top_k", "k": k}
         q, r, s = Retrieval(qids, sub["reference_ids"], neighbors).predictions()
-        result = score_predictions(q, r, s, gt, scorer=self.scorer)
+        result = score_predictions(q, r, s, gt, scorer=self.scorer, unique_pairs=True)  # distinct ids and pairs
         return {**result, "track": "descriptor", **info, "n_queries_searched": int(nq)}
 
 
