@@ -144,9 +144,10 @@ def _adapter(tp: Any):  # pydantic is imported only when a spec is validated
 
 
 def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[dict[str, Any], list[ParamProblem]]:
-    """Validate ``params`` for ``factory``; returns the (possibly normalised) params and the problems."""
-    from pydantic import ValidationError
+    """Validate ``params`` for ``factory``; returns the (possibly normalised) params and the problems.
 
+    pydantic is imported only when a value has a type to check (``harness score`` with no option
+    never pays for it)."""
     sig, hints = _signature(factory)
     accepted = {
         n: p for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
@@ -163,6 +164,8 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[d
         if tp is None or tp is Any or part_ref(tp) is not None:  # nested parts: validated by the spec loader
             clean[key] = value
             continue
+        from pydantic import ValidationError
+
         try:
             clean[key] = _adapter(tp).validate_python(value, strict=_strict_ok(tp))
         except ValidationError as exc:

@@ -8,8 +8,6 @@ Line numbers are 1-based lines of the file as an editor shows them (the header, 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -18,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from harness.errors import SubmissionError
+from harness.errors import SubmissionError, shown
 
 MB = 1024 * 1024
 #: 500,000 matching rows take about 15 MB; leave room for long floats and ids.
@@ -75,75 +73,15 @@ def read_text_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_TEXT_BY
     return _decode(path, data)
 
 
-def _line_of(text: str, row_index: int) -> int:
-    """1-based file line where csv row ``row_index`` (counting blank rows) starts; error path only."""
-    reader = csv.reader(io.StringIO(text))
-    line = 1
-    for i, _ in enumerate(reader):
-        if i == row_index:
-            return line
-        line = reader.line_num + 1
-    return line
+def _read_table(path: str | os.PathLike[str], max_bytes: int, header: Sequence[str], max_rows: int | None, what: str):
+    from harness.csvtable import read_table
 
-
-def _read_rows(path: str | os.PathLike[str], max_bytes: int) -> tuple[str, list[list[str]]]:
     check_file(path, max_bytes)
-    text = _decode(path, Path(path).read_bytes())
-    reader = csv.reader(io.StringIO(text), strict=True)
     try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise SubmissionError(path, f"malformed CSV: {exc}", where=f"line {reader.line_num}") from None
-    return text, rows
-
-
-def _is_blank(row: list[str]) -> bool:
-    return all(not f.strip() for f in row)
-
-
-def _table(
-    path: str | os.PathLike[str],
-    text: str,
-    rows: list[list[str]],
-    header: Sequence[str],
-    max_rows: int | None,
-    what: str,
-) -> tuple[list[tuple[str, ...]], np.ndarray, bool]:
-    """Drop blank rows and the header, check the column count and row limit.
-
-    Returns the columns (tuples of raw fields), the csv-row index of each data row (to name lines in
-    errors), and whether a header was present.
-    """
-    ncols = len(header)
-    lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    odd = np.flatnonzero(lens != ncols)
-    blank = [int(i) for i in odd if _is_blank(rows[i])]
-    keep = np.ones(len(rows), dtype=bool)
-    keep[blank] = False
-    index = np.flatnonzero(keep)
-    has_header = False
-    if len(index):
-        first = [f.strip().lower() for f in rows[index[0]]]
-        if first == list(header):
-            has_header = True
-            index = index[1:]
-    bad = np.setdiff1d(odd, blank, assume_unique=True)
-    if len(bad):
-        i = int(bad[0])
-        raise SubmissionError(
-            path,
-            f"{len(rows[i])} columns, expected {ncols} ({','.join(header)})",
-            where=f"line {_line_of(text, i)}",
-        )
-    if max_rows is not None and len(index) > max_rows:
-        raise SubmissionError(path, f"{len(index):,} {what}, over the limit of {max_rows:,}")
-    data = [rows[i] for i in index]
-    columns = list(zip(*data)) if data else [() for _ in range(ncols)]
-    return columns, index, has_header
-
-
-def _ids(columns: tuple[str, ...]) -> np.ndarray:
-    return np.strings.strip(np.asarray(columns, dtype=str)) if columns else np.zeros(0, dtype="<U1")
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SubmissionError(path, f"cannot read: {exc.strerror}") from None
+    return read_table(path, data, header, max_rows=max_rows, what=what)
 
 
 def _first_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
@@ -160,6 +98,34 @@ def _first_duplicate(keys: np.ndarray) -> tuple[int, int] | None:
     return int(order[hits[k]]), int(second[k])
 
 
+def _duplicate_rows(keys: np.ndarray) -> tuple[int, int] | None:
+    """:func:`_first_duplicate` of int64 ``keys``, after a linear-time check that one exists."""
+    from harness.idcodes import smallest_duplicate
+
+    if smallest_duplicate(keys) is None:
+        return None
+    return _first_duplicate(keys)
+
+
+def _codes(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    from harness.idcodes import encode_ids
+
+    (codes,), size = encode_ids(ids)
+    return codes, size
+
+
+def _id(value: object) -> str:
+    """An id for a message: as is when short and printable, else escaped and cut (:func:`shown`)."""
+    text = str(value)
+    return text if len(text) <= 40 and text.isprintable() else shown(text)
+
+
+def _no_empty(path: Any, table: Any, ids: np.ndarray, name: str) -> None:
+    empty = np.flatnonzero(np.strings.str_len(ids) == 0)
+    if len(empty):
+        raise SubmissionError(path, f"empty {name}", where=table.where(int(empty[0])))
+
+
 def read_matching_csv(
     path: str | os.PathLike[str], *, max_rows: int = 500_000, max_bytes: int = MAX_CSV_BYTES
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,54 +133,35 @@ def read_matching_csv(
 
     Returns ``(query_ids, reference_ids, scores)``: str arrays stripped of whitespace and float64.
     """
-    text, rows = _read_rows(path, max_bytes)
     header = ("query_id", "reference_id", "score")
-    columns, index, has_header = _table(path, text, rows, header, max_rows, "prediction rows")
-    q, r = _ids(columns[0]), _ids(columns[1])
-    raw = _ids(columns[2])
-    try:
-        scores = raw.astype(np.float64) if len(raw) else np.zeros(0)
-    except ValueError:
-        i = next(i for i, v in enumerate(raw.tolist()) if not _is_float(v))
-        line = _line_of(text, int(index[i]))
-        if i == 0 and not has_header:
+    table = _read_table(path, max_bytes, header, max_rows, "prediction rows")
+    scores, bad = table.numbers(2)
+    if bad is not None:
+        raw = shown(table.field(bad, 2))
+        if bad == 0 and not table.has_header:
             raise SubmissionError(
                 path,
-                f"first row is neither the header {','.join(header)!r} nor a prediction "
-                f"(score {str(raw[i])!r} is not a number)",
-                where=f"line {line}",
-            ) from None
-        raise SubmissionError(path, f"score {str(raw[i])!r} is not a number", where=f"line {line}") from None
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if len(bad):
-        i = int(bad[0])
-        raise SubmissionError(path, f"score {str(raw[i])!r} is not finite", where=f"line {_line_of(text, int(index[i]))}")
-    for name, ids in (("query_id", q), ("reference_id", r)):
-        empty = np.flatnonzero(np.strings.str_len(ids) == 0)
-        if len(empty):
-            raise SubmissionError(path, f"empty {name}", where=f"line {_line_of(text, int(index[empty[0]]))}")
-    dup = _first_duplicate(_pair_keys(q, r))
+                f"first row is neither the header {','.join(header)!r} nor a prediction (score {raw} is not a number)",
+                where=table.where(0),
+            )
+        raise SubmissionError(path, f"score {raw} is not a number", where=table.where(bad))
+    nonfinite = np.flatnonzero(~np.isfinite(scores))
+    if len(nonfinite):
+        i = int(nonfinite[0])
+        raise SubmissionError(path, f"score {shown(table.field(i, 2))} is not finite", where=table.where(i))
+    q, r = table.ids(0), table.ids(1)
+    _no_empty(path, table, q, "query_id")
+    _no_empty(path, table, r, "reference_id")
+    (qc, nq), (rc, nr) = _codes(q), _codes(r)
+    dup = _duplicate_rows(qc * max(nr, 1) + rc)
     if dup is not None:
-        a, b = (_line_of(text, int(index[i])) for i in dup)
+        i, j = dup
         raise SubmissionError(
-            path, f"duplicate prediction ({q[dup[0]]}, {r[dup[0]]}), also on line {a}", where=f"line {b}"
+            path,
+            f"duplicate prediction ({_id(q[i])}, {_id(r[i])}), also on {table.where(i)}",
+            where=table.where(j),
         )
     return q, r, scores
-
-
-def _is_float(v: str) -> bool:
-    try:
-        np.array([v]).astype(np.float64)
-        return True
-    except ValueError:
-        return False
-
-
-def _pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """One int64 per (a, b) pair, equal iff both strings are equal (factorizes each column)."""
-    _, ia = np.unique(a, return_inverse=True)
-    ub, ib = np.unique(b, return_inverse=True)
-    return ia.astype(np.int64) * max(len(ub), 1) + ib
 
 
 def read_pairs_csv(
@@ -228,26 +175,28 @@ def read_pairs_csv(
 
     An empty reference means "listed, no match". Returns ``(query_ids, reference_ids)`` with ``''``
     for no match. A query listed twice (with the same or another reference) is rejected: the protocol
-    allows at most one reference per query.
+    allows at most one reference per query. A file listing no query (empty, or a header only) is
+    rejected too: every metric against it would be 0.
     """
-    text, rows = _read_rows(path, max_bytes)
-    columns, index, has_header = _table(path, text, rows, header, max_rows, "rows")
-    q, r = _ids(columns[0]), _ids(columns[1])
-    if len(q) and not has_header and str(q[0]).lower().startswith("query"):
-        raise SubmissionError(path, f"wrong header, expected {','.join(header)!r}", where="line 1")
-    empty = np.flatnonzero(np.strings.str_len(q) == 0)
-    if len(empty):
-        raise SubmissionError(path, f"empty {header[0]}", where=f"line {_line_of(text, int(index[empty[0]]))}")
-    dup = _first_duplicate(q)
+    table = _read_table(path, max_bytes, header, max_rows, "rows")
+    if not len(table):
+        what = "only a header" if table.has_header else "no rows"
+        raise SubmissionError(path, f"{what}: a ground truth must list at least one query")
+    q, r = table.ids(0), table.ids(1)
+    if not table.has_header and str(q[0]).lower().startswith("query"):
+        raise SubmissionError(path, f"wrong header, expected {','.join(header)!r}", where=table.where(0))
+    _no_empty(path, table, q, header[0])
+    dup = _duplicate_rows(_codes(q)[0])
     if dup is not None:
-        a, b = (_line_of(text, int(index[i])) for i in dup)
         i, j = dup
+        a = table.where(i)
+        qi, ri, rj = (_id(v) if v else "none" for v in (q[i], r[i], r[j]))
         reason = (
-            f"query {q[i]} is listed twice, also on line {a}"
+            f"query {qi} is listed twice, also on {a}"
             if r[i] == r[j]
-            else f"more than one reference for query {q[i]} ({r[i] or 'none'} on line {a}, {r[j] or 'none'} here)"
+            else f"more than one reference for query {qi} ({ri} on {a}, {rj} here)"
         )
-        raise SubmissionError(path, reason, where=f"line {b}")
+        raise SubmissionError(path, reason, where=table.where(j))
     return q, r
 
 
@@ -371,7 +320,9 @@ def read_rankings_npy(
 ) -> np.ndarray:
     """Read rankings of shape ``(K, n_queries)``: column q lists database ids best first.
 
-    Integer dtype only, no pickles, no negative ids, no id twice in a column. Returns int64.
+    Integer dtype only, no pickles, no id twice in a column. ``-1`` is "no result" (faiss pads with
+    it): it may repeat and scores as a negative at its rank, as in revisitop's ``compute_map``; any
+    other negative id is an error. Returns int64.
     """
     check_file(path, max_bytes)
     with open(path, "rb") as fh:
@@ -406,9 +357,9 @@ def read_rankings_npy(
     if not ranks.size:
         return ranks
     lo = int(ranks.min())
-    if lo < 0:
-        k, q = np.argwhere(ranks < 0)[0]
-        raise SubmissionError(path, f"negative id {ranks[k, q]}", where=f"column {q}, row {k}")
+    if lo < -1:
+        k, q = np.argwhere(ranks < -1)[0]
+        raise SubmissionError(path, f"negative id {ranks[k, q]} (only -1, no result, is allowed)", where=f"column {q}, row {k}")
     col = _first_duplicate_column(ranks, lo, int(ranks.max()))
     if col is not None:
         q, k, v = col
@@ -449,16 +400,18 @@ def _first_duplicate_column(ranks: np.ndarray, lo: int, hi: int) -> tuple[int, i
     scratch = None if ranks.flags.f_contiguous else np.empty((group, k), dtype=ranks.dtype)
     for start in range(0, nq, group):
         for j, col in enumerate(_columns(ranks, start, min(start + group, nq), scratch)):
+            pads = int(np.count_nonzero(col == -1)) if lo == -1 else 0  # -1 (no result) may repeat
             if mark is not None:
                 mark.fill(False)
                 mark[col - lo if lo else col] = True
-                if np.count_nonzero(mark) == k:
+                if np.count_nonzero(mark) == k - max(pads - 1, 0):
                     continue
             else:
                 srt = np.sort(col)
-                if not (srt[1:] == srt[:-1]).any():
+                if not (srt[1:] == srt[:-1])[srt[1:] != -1].any():
                     continue
-            _, row = _first_duplicate(col)  # type: ignore[misc]  # a repeat exists
+            unique_pads = np.where(col == -1, lo - 1 - np.arange(k), col) if pads else col  # pads never match
+            _, row = _first_duplicate(unique_pads)  # type: ignore[misc]  # a repeat exists
             return start + j, row, int(col[row])
     return None
 

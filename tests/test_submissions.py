@@ -209,7 +209,7 @@ NPY_CORPUS = [
     ("float.npy", np.zeros((4, 3), np.float32), "dtype float32, expected an integer dtype", None),
     ("bool.npy", np.zeros((4, 3), bool), "dtype bool", None),
     ("3d.npy", np.zeros((4, 3, 1), np.int64), "expected 2-D", None),
-    ("neg.npy", np.array([[0, 1, 2], [1, -1, 3]]), "negative id -1", "column 1, row 1"),
+    ("neg.npy", np.array([[0, 1, 2], [1, -2, 3]]), "negative id -2", "column 1, row 1"),  # -1 (no result) is allowed
     ("dup.npy", np.array([[0, 1, 2], [3, 4, 5], [6, 7, 2]]), "id 2 appears more than once", "column 2, row 2"),
     ("huge.npy", np.array([[0, 2**40, 1], [5, 2**40, 2]]), f"id {2**40} appears more than once", "column 1, row 1"),
 ]

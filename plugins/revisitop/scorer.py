@@ -9,7 +9,10 @@ from .metrics import PROTOCOLS, compute_revisitop
 
 
 class RevisitopScorer:
-    """Score rankings (K, n_queries) in .npy against a revisitop ground truth (.pkl or .json)."""
+    """Score rankings (K, n_queries) in .npy against a revisitop ground truth (.pkl or .json).
+
+    Column q lists database ids best first; -1 is "no result" (faiss pads with it) and scores as a
+    negative at its rank, as in revisitop's ``compute_map``."""
 
     version = "1"
     display = {"n_*": "integer", "*": "percent"}  # mAP and mP@k as percentages, as papers print them
@@ -20,7 +23,11 @@ class RevisitopScorer:
     def score(self, submission: str, ground_truth: str) -> dict[str, Any]:
         from harness.submissions import read_rankings_npy
 
+        from harness.errors import SubmissionError
+
         gt = RevisitopGroundTruth.from_file(ground_truth, self.name)
+        if gt.n_queries == 0:
+            raise SubmissionError(ground_truth, "lists no query (qimlist is empty): there is nothing to score")
         ranks = read_rankings_npy(submission, n_queries=gt.n_queries)
         result = compute_revisitop(ranks, gt)
         out: dict[str, Any] = {p: {m: v for m, v in result[p].items() if m != "aps"} for p in PROTOCOLS}

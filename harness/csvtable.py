@@ -1,0 +1,497 @@
+"""Fast, bounded reader of the leaderboard's small CSV files (matching submissions, ground truth).
+
+A file becomes a :class:`Table`: its non-blank rows (a blank row is a line of spaces and tabs only),
+the file line of each, whether the first row was the header, and per column either stripped ids
+(``str`` arrays) or numbers (float64). Two paths give the same tables and the same errors:
+
+- **bytes** (ASCII files without quotes or lone CRs, i.e. every file the tracks' own writers make):
+  numpy finds the newlines and commas in blocks of the raw bytes, checks that each line has the
+  right number of fields from the comma count alone, and gathers each column into a fixed-width
+  array in one pass per character position. Numbers of the plain form ``[+-]ddd.ddd`` with at most
+  15 digits are parsed exactly without a string conversion (an integer mantissa divided by a power
+  of ten is correctly rounded: both are exact doubles); any other number goes to numpy's parser.
+- **rows** (quoted fields, non-ASCII text): the ``csv`` module, row by row, skipping blank rows as
+  they come.
+
+Bounds, whatever the file declares: memory is a small multiple of the file's size (blocks of the
+bytes at a time; only the non-blank rows are kept, and no more than the row limit); a line may hold
+at most :data:`MAX_LINE_BYTES` bytes and an id at most :data:`MAX_ID_CHARS` characters; a column
+whose fixed width times its row count would exceed what the file's size justifies (one long id
+among millions of short ones) is refused rather than padded. A NUL, a control character (other than
+tabs around fields) or DEL anywhere in the file is an error naming its line. Error messages show
+untrusted text through :func:`harness.errors.shown`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Sequence
+
+import numpy as np
+
+from harness.errors import SubmissionError, shown
+
+#: Longest line accepted by the bytes path (the rows path has the csv module's 128 KiB field limit).
+MAX_LINE_BYTES = 65536
+#: Longest id accepted (DISC21 ids have 6-7 characters; file names rarely pass 100).
+MAX_ID_CHARS = 256
+#: A fixed-width id column may take this much memory whatever the file, or 8x the file's size.
+_ID_COLUMN_FLOOR = 64 * 1024 * 1024
+_BLOCK_BYTES = 1 << 20
+#: Number fields up to this many bytes are gathered into one matrix; longer ones are parsed one by one.
+_NUMBER_WIDTH = 32
+#: Zero bytes around the file's bytes, so that fixed-width windows (ids, numbers) may overhang.
+_PAD = MAX_ID_CHARS + _NUMBER_WIDTH
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_POW10 = np.array([float(f"1e{k}") for k in range(20)])
+
+
+class Table:
+    """Non-blank rows of a CSV file with a fixed number of columns (header dropped)."""
+
+    def __init__(self, path: object, header: Sequence[str], lines: np.ndarray, has_header: bool, size: int) -> None:
+        self.path = path
+        self.header = tuple(header)
+        self.lines = lines  # int64, 1-based file line of each row
+        self.has_header = has_header
+        self.size = size  # bytes of the file
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def field(self, row: int, col: int) -> str:
+        """Raw text of one field, stripped (for error messages)."""
+        raise NotImplementedError
+
+    def ids(self, col: int) -> np.ndarray:
+        """Column ``col`` as stripped ``str`` ids (tabs inside an id are an error)."""
+        raise NotImplementedError
+
+    def numbers(self, col: int) -> tuple[np.ndarray, int | None]:
+        """Column ``col`` as float64, and the first row that is not a number (None if all are)."""
+        raise NotImplementedError
+
+    def where(self, row: int) -> str:
+        return f"line {int(self.lines[row])}"
+
+    def _check_width(self, col: int, lengths: np.ndarray) -> int:
+        """Width of the fixed-width column, after refusing over-long ids and skewed columns."""
+        if not len(lengths):
+            return 0
+        longest = int(np.argmax(lengths))
+        width = int(lengths[longest])
+        name = self.header[col]
+        if width > MAX_ID_CHARS:
+            raise SubmissionError(
+                self.path, f"{name} is {width:,} characters long, over the limit of {MAX_ID_CHARS}", where=self.where(longest)
+            )
+        need = 4 * width * len(lengths)
+        allowed = max(_ID_COLUMN_FLOOR, 8 * self.size)
+        if need > allowed:
+            raise SubmissionError(
+                self.path,
+                f"{name} of {width} characters in a file of {len(lengths):,} rows: a column that wide would take "
+                f"{need >> 20:,} MB, more than this file's size justifies ({allowed >> 20:,} MB); shorten the ids",
+                where=self.where(longest),
+            )
+        return width
+
+    def _check_controls(self, col: int, ids: np.ndarray, chars: str) -> None:
+        """Refuse ids holding any of ``chars`` (tabs, and in quoted fields line breaks)."""
+        for ch in chars:
+            inner = np.flatnonzero(np.strings.find(ids, ch) >= 0)
+            if len(inner):
+                i = int(inner[0])
+                raise SubmissionError(
+                    self.path, f"{self.header[col]} {shown(str(ids[i]))} contains a control character {ch!r}", where=self.where(i)
+                )
+
+
+# ------------------------------------------------------------------------------------------ entry
+
+
+def read_table(
+    path: object, data: bytes, header: Sequence[str], *, max_rows: int | None, what: str
+) -> Table:
+    """Parse ``data`` (the bytes of ``path``) into a :class:`Table` of ``len(header)`` columns.
+
+    The header row is recognised case-insensitively (fields stripped) and dropped. Raises
+    :class:`SubmissionError` naming the line for a wrong number of columns, a control character,
+    an over-long line, malformed quoting, and more than ``max_rows`` data rows (``what`` names them).
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    size = len(data)
+    lone_cr = b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
+    ascii_only = not size or int(np.frombuffer(data, np.uint8).max()) < 128
+    if ascii_only and b'"' not in data and not lone_cr:
+        return _BytesTable.parse(path, data, header, max_rows, what, size)
+    return _RowsTable.parse(path, data, header, max_rows, what, size)
+
+
+def _over_limit(path: object, n: int, max_rows: int | None, what: str) -> None:
+    if max_rows is not None and n > max_rows:
+        raise SubmissionError(path, f"{n:,} {what}, over the limit of {max_rows:,}")
+
+
+def _columns_error(path: object, n_fields: int, header: Sequence[str], line: int) -> SubmissionError:
+    return SubmissionError(path, f"{n_fields} columns, expected {len(header)} ({','.join(header)})", where=f"line {line}")
+
+
+def _control_error(path: object, char: str, line: int) -> SubmissionError:
+    return SubmissionError(
+        path, f"control character {char!r} (U+{ord(char):04X}) in the file; ids and scores must be printable text", where=f"line {line}"
+    )
+
+
+# ------------------------------------------------------------------------------------------ bytes path
+
+
+class _BytesTable(Table):
+    """Fields located by byte offsets into the file's bytes."""
+
+    def __init__(self, path, header, lines, has_header, size, data, starts, ends, has_ws, has_tab) -> None:
+        super().__init__(path, header, lines, has_header, size)
+        self.data = data
+        self.buf = np.frombuffer(data, np.uint8)
+        self.starts = starts  # per column: int64 offset of each row's field
+        self.ends = ends
+        self.has_ws = has_ws
+        self.has_tab = has_tab
+        self._padded: np.ndarray | None = None
+
+    @classmethod
+    def parse(cls, path, data: bytes, header, max_rows, what, size) -> "_BytesTable":
+        ncols = len(header)
+        k = ncols - 1
+        buf = np.frombuffer(data, np.uint8)
+        has_cr, has_tab = b"\r" in data, b"\t" in data
+        has_ws = has_tab or b" " in data
+        if b"\x7f" in data:
+            pos = data.index(b"\x7f")
+            raise _control_error(path, "\x7f", data.count(b"\n", 0, pos) + 1)
+        line_parts, start_parts, end_parts, comma_parts = [], [], [], []
+        kept = 0
+        lines_before = 0
+        a, n_bytes = 0, len(data)
+        while a < n_bytes:
+            b = min(a + _BLOCK_BYTES, n_bytes)
+            if b < n_bytes:
+                cut = data.rfind(b"\n", a, b)
+                if cut < 0:  # a line longer than the block: it may still be within the line limit
+                    cut = data.find(b"\n", b, a + MAX_LINE_BYTES + 2)
+                if cut >= 0:
+                    b = cut + 1
+                elif n_bytes - a <= MAX_LINE_BYTES + 1:
+                    b = n_bytes  # the last line, without a line break
+                else:
+                    raise SubmissionError(
+                        path, f"line over the limit of {MAX_LINE_BYTES:,} bytes", where=f"line {lines_before + 1}"
+                    )
+            c = buf[a:b]
+            nl = np.flatnonzero(c == 10)
+            n_ctrl = np.count_nonzero(c < 32)
+            if n_ctrl != len(nl) + (np.count_nonzero(c == 13) if has_cr else 0) + (np.count_nonzero(c == 9) if has_tab else 0):
+                bad = int(np.flatnonzero((c < 32) & (c != 10) & (c != 13) & (c != 9))[0])
+                raise _control_error(path, chr(c[bad]), lines_before + int(np.count_nonzero(nl < bad)) + 1)
+            if len(nl) and nl[-1] == len(c) - 1:
+                ends = nl
+                starts = np.concatenate(([0], nl[:-1] + 1))
+            else:  # the file's last line has no line break
+                ends = np.append(nl, len(c))
+                starts = np.concatenate(([0], nl + 1))
+            if has_cr:  # only CRLF here (lone CRs take the rows path): drop the CR before each LF
+                ends = ends - ((ends > starts) & (c[np.maximum(ends - 1, 0)] == 13))
+            length = ends - starts
+            longest = int(np.argmax(length))
+            if length[longest] > MAX_LINE_BYTES:
+                raise SubmissionError(
+                    path, f"line of {int(length[longest]):,} bytes, over the limit of {MAX_LINE_BYTES:,}", where=f"line {lines_before + longest + 1}"
+                )
+            if has_ws:
+                text = (c != 32) & (c != 9) & (c != 13) & (c != 10)
+                csum = np.zeros(len(c) + 1, np.int32)
+                np.cumsum(text, out=csum[1:])
+                keep = csum[ends] != csum[starts]
+            else:
+                keep = length > 0
+            rows = np.flatnonzero(keep)
+            st, en = starts[rows], ends[rows]
+            commas = np.flatnonzero(c == 44)
+            # Each non-blank line has exactly k commas iff there are k per line in total and the
+            # i-th group of k (in order) starts and ends inside line i (blank lines hold none).
+            grouped = commas.reshape(-1, k) if len(commas) == k * len(rows) else None
+            if grouped is None or (len(rows) and not ((grouped[:, 0] >= st).all() and (grouped[:, -1] < en).all())):
+                per_line = np.diff(np.searchsorted(commas, np.append(st, len(c))))
+                bad = int(np.flatnonzero(per_line != k)[0])
+                raise _columns_error(path, int(per_line[bad]) + 1, header, lines_before + int(rows[bad]) + 1)
+            room = (max_rows + 1 - kept) if max_rows is not None else len(rows)  # + 1: the header, if any
+            if room > 0:
+                take = slice(0, min(room, len(rows)))
+                line_parts.append(rows[take] + (lines_before + 1))
+                start_parts.append(st[take] + a)
+                end_parts.append(en[take] + a)
+                comma_parts.append(grouped[take] + a)
+            kept += len(rows)
+            lines_before += len(nl)
+            a = b
+        if line_parts:
+            lines = np.concatenate(line_parts)
+            st, en, commas = np.concatenate(start_parts), np.concatenate(end_parts), np.concatenate(comma_parts)
+        else:
+            lines = st = en = np.zeros(0, np.int64)
+            commas = np.zeros((0, k), np.int64)
+        has_header = bool(len(lines)) and _is_header(data[st[0] : en[0]].decode("ascii").split(","), header)
+        _over_limit(path, kept - has_header, max_rows, what)
+        if has_header:
+            lines, st, en, commas = lines[1:], st[1:], en[1:], commas[1:]
+        starts = [st] + [commas[:, j] + 1 for j in range(k)]
+        ends = [commas[:, j] for j in range(k)] + [en]
+        return cls(path, header, lines, has_header, size, data, starts, ends, has_ws, has_tab)
+
+    def field(self, row: int, col: int) -> str:
+        return self.data[self.starts[col][row] : self.ends[col][row]].decode("ascii").strip()
+
+    def _window(self) -> np.ndarray:
+        """The file's bytes with :data:`_PAD` zero bytes before and after (windows may overhang)."""
+        if self._padded is None:
+            self._padded = np.concatenate([np.zeros(_PAD, np.uint8), self.buf, np.zeros(_PAD, np.uint8)])
+        return self._padded
+
+    def _gather(self, col: int, width: int, dtype: type, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, width) matrix of the column's bytes, zero-padded: row i is the ``width`` bytes from the
+        field's start (one contiguous copy each, through a sliding-window view), cut at its length."""
+        st, ln = self.starts[col], self.ends[col] - self.starts[col]
+        if rows is not None:
+            st, ln = st[rows], ln[rows]
+        out = _windows(self._window(), st + _PAD, width)
+        if not (ln == width).all():
+            out *= np.arange(width, dtype=np.int64)[None, :] < ln[:, None]
+        return out if dtype is np.uint8 else out.astype(dtype)
+
+    def ids(self, col: int) -> np.ndarray:
+        width = self._check_width(col, self.ends[col] - self.starts[col])
+        if width == 0:
+            return np.zeros(len(self), dtype="<U1")
+        # UCS-4 code units straight from the ASCII bytes: the matrix *is* the str array's buffer.
+        ids = self._gather(col, width, np.uint32).view(f"<U{width}").reshape(-1)
+        if self.has_ws:
+            ids = np.strings.strip(ids)
+        if self.has_tab:
+            self._check_controls(col, ids, "\t")
+        return ids
+
+    def numbers(self, col: int) -> tuple[np.ndarray, int | None]:
+        n = len(self)
+        st, ln = self.starts[col], self.ends[col] - self.starts[col]
+        values = np.zeros(n)
+        if not n:
+            return values, None
+        short = ln <= _NUMBER_WIDTH
+        rows = np.arange(n) if short.all() else np.flatnonzero(short)
+        fast, ok = _plain_decimals(self._window(), st[rows] + _PAD, ln[rows])
+        values[rows] = fast
+        bad = []
+        rest = rows[~ok]
+        if len(rest):  # other forms (exponents, 20+ digits, inf/nan, spaces): numpy's parser
+            width = max(int(ln[rest].max()), 1)
+            raw = self._gather(col, width, np.uint8, rest).view(f"S{width}").reshape(-1)
+            parsed, first = _parse_each(raw)
+            values[rest] = parsed
+            if first is not None:
+                bad.append(int(rest[first]))
+        if len(rows) < n:  # fields over _NUMBER_WIDTH bytes, one by one
+            long_rows = np.flatnonzero(~short)
+            raw = np.array([self.data[st[i] : st[i] + ln[i]] for i in long_rows.tolist()], dtype=bytes)
+            parsed, first = _parse_each(raw)
+            values[long_rows] = parsed
+            if first is not None:
+                bad.append(int(long_rows[first]))
+        return values, (min(bad) if bad else None)
+
+
+def _windows(padded: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) copy of ``padded[o : o + width]`` for each offset (all in range)."""
+    return np.lib.stride_tricks.sliding_window_view(padded, width)[offsets]
+
+
+def _horner(digits: np.ndarray) -> np.ndarray:
+    """uint64 value of each column of ASCII digits (width, n), most significant row first."""
+    acc = np.zeros(digits.shape[1], np.uint64)
+    for row in digits:
+        acc *= np.uint64(10)
+        acc += row - np.uint8(48)
+    return acc
+
+
+def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the fields ``padded[o : o + length]`` of the form ``[+-]digits[.digits]`` with at
+    most 19 digits, and which fields have that form (the others are left to numpy's parser).
+
+    Exact, i.e. equal to ``float(text)``: with the integer part right-aligned and the fraction
+    left-aligned and padded with '0' to B digits, the digits form an integer M < 10**19 and the value
+    is M / 10**B. When M < 2**53 both are exact doubles and one IEEE division rounds correctly
+    (Clinger's fast path). Otherwise the division is done in x87 extended precision (64-bit
+    mantissa: M and 10**B are exact there), whose result rounds correctly to a double unless it lies
+    exactly halfway between two doubles: those few go to the parser too. B is chosen so that most
+    fields fit in 19 digits; further rounds take the fields that did not.
+
+    Everything works on the transposed bytes (one contiguous row per character position).
+    """
+    n = len(offsets)
+    values = np.zeros(n)
+    ok = np.zeros(n, bool)
+    width = int(lengths.max()) if n else 0
+    if not width:
+        return values, ok
+    chars = np.ascontiguousarray(_windows(padded, offsets, width).T)  # bytes past a field's end too
+    isdot = chars == 46
+    first = isdot.argmax(axis=0)
+    has_dot = (first < lengths) & isdot.ravel()[first * n + np.arange(n)]
+    dot = np.where(has_dot, first, lengths)
+    lead = chars[0]
+    signed = ((lead == 45) | (lead == 43)) & (lengths > 0)
+    n_int = dot - signed
+    n_frac = np.where(has_dot, lengths - dot - 1, 0)
+    todo = (n_int + n_frac >= 1) & (n_int + n_frac <= 19)
+    for _ in range(20):  # each round takes every field that fits its B, and no B is chosen twice
+        idx = np.flatnonzero(todo)
+        if not len(idx):
+            break
+        hist = np.bincount(n_int[idx] * 20 + n_frac[idx], minlength=400).reshape(20, 20)
+        within = hist.cumsum(axis=0).cumsum(axis=1)  # [i, f]: fields with <= i integer, <= f fraction digits
+        b = int(np.argmax([within[19 - f, f] for f in range(20)]))
+        sel = idx[(n_frac[idx] <= b) & (n_int[idx] <= 19 - b)]
+        v, good = _decimal_block(padded, offsets[sel] + dot[sel], n_int[sel], n_frac[sel], int(n_int[sel].max()), b)
+        values[sel] = v
+        ok[sel] = good
+        todo[sel] = False
+    np.negative(values, out=values, where=signed & (lead == 45))
+    return values, ok
+
+
+def _decimal_block(
+    padded: np.ndarray, dots: np.ndarray, n_int: np.ndarray, n_frac: np.ndarray, a: int, b: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned values of fields whose dot (or end) is at ``dots``, with at most ``a`` integer and
+    ``b`` fraction digits, ``a + b <= 19``; and whether every one of those characters is a digit."""
+    m = len(dots)
+    ok = np.ones(m, bool)
+    int_part = np.ascontiguousarray(_windows(padded, dots - a, a).T) if a else np.zeros((0, m), np.uint8)
+    np.putmask(int_part, np.arange(a)[:, None] < (a - n_int)[None, :], np.uint8(48))  # left of the digits
+    frac_part = np.ascontiguousarray(_windows(padded, dots + 1, b).T) if b else np.zeros((0, m), np.uint8)
+    np.putmask(frac_part, np.arange(b)[:, None] >= n_frac[None, :], np.uint8(48))  # right of the digits
+    for part in (int_part, frac_part):
+        if len(part):
+            ok &= (part - np.uint8(48)).max(axis=0) <= 9  # other characters wrap above 9
+    mant = _horner(int_part) * np.uint64(10**b) + _horner(frac_part)
+    exact = mant < np.uint64(1 << 53)
+    values = mant.astype(np.float64) / _POW10[b]
+    wide = np.flatnonzero(ok & ~exact)
+    if len(wide):
+        if _EXTENDED:
+            q = mant[wide].astype(np.longdouble) / _POW10_EXT[b]
+            low_bits = q.view(np.uint64).reshape(-1, 2)[:, 0] & np.uint64(0x7FF)
+            values[wide] = q.astype(np.float64)
+            ok[wide[low_bits == np.uint64(0x400)]] = False  # exactly halfway between two doubles
+        else:
+            ok[wide] = False
+    return values, ok
+
+
+#: x87 extended precision (64-bit mantissa, the layout :func:`_plain_decimals` reads) is available.
+_EXTENDED = bool(np.finfo(np.longdouble).nmant == 63 and np.dtype(np.longdouble).itemsize == 16)
+_POW10_EXT = np.array([np.longdouble(10) ** k for k in range(20)], dtype=np.longdouble)
+
+
+def _parse_each(raw: np.ndarray) -> tuple[np.ndarray, int | None]:
+    """float64 of each string (numpy's parser: Python ``float`` syntax), and the first that fails."""
+    try:
+        return raw.astype(np.float64), None
+    except ValueError:
+        out = np.zeros(len(raw))
+        for i, v in enumerate(raw.tolist()):
+            try:
+                out[i] = np.array([v]).astype(np.float64)[0]
+            except ValueError:
+                return out, i
+        return out, None  # pragma: no cover - astype failed on the whole but on no element
+
+
+def _is_header(fields: list[str], header: Sequence[str]) -> bool:
+    return [f.strip().lower() for f in fields] == list(header)
+
+
+# ------------------------------------------------------------------------------------------- rows path
+
+
+class _RowsTable(Table):
+    """Fields from the csv module (quoted fields, non-ASCII text)."""
+
+    def __init__(self, path, header, lines, has_header, size, columns: list[list[str]]) -> None:
+        super().__init__(path, header, lines, has_header, size)
+        self.columns = columns
+
+    @classmethod
+    def parse(cls, path, data: bytes, header, max_rows, what, size) -> "_RowsTable":
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise SubmissionError(path, "not valid UTF-8 text", where=f"line {line}") from None
+        bad = _CONTROL.search(text)
+        if bad:
+            raise _control_error(path, bad.group(), text.count("\n", 0, bad.start()) + 1)
+        ncols = len(header)
+        columns: list[list[str]] = [[] for _ in range(ncols)]
+        lines: list[int] = []
+        cap = max_rows + 1 if max_rows is not None else None  # + 1: the header, if any
+        count = 0
+        reader = csv.reader(io.StringIO(text), strict=True)
+        start = 1
+        try:
+            for row in reader:
+                line, start = start, reader.line_num + 1
+                if len(row) != ncols:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    raise _columns_error(path, len(row), header, line)
+                count += 1
+                if cap is None or count <= cap:
+                    lines.append(line)
+                    for j, value in enumerate(row):
+                        columns[j].append(value)
+        except csv.Error as exc:
+            raise SubmissionError(path, f"malformed CSV: {exc}", where=f"line {reader.line_num}") from None
+        has_header = bool(lines) and _is_header([c[0] for c in columns], header)
+        _over_limit(path, count - has_header, max_rows, what)
+        if has_header:
+            lines = lines[1:]
+            columns = [c[1:] for c in columns]
+        return cls(path, header, np.asarray(lines, dtype=np.int64), has_header, size, columns)
+
+    def field(self, row: int, col: int) -> str:
+        return self.columns[col][row].strip()
+
+    def ids(self, col: int) -> np.ndarray:
+        values = self.columns[col]
+        width = self._check_width(col, np.fromiter(map(len, values), dtype=np.int64, count=len(values)))
+        if width == 0:
+            return np.zeros(len(values), dtype="<U1")
+        raw = np.array(values, dtype=f"<U{width}")
+        self._check_controls(col, raw, "\n\r")  # quoted line breaks, before stripping could hide them
+        ids = np.strings.strip(raw)
+        self._check_controls(col, ids, "\t")
+        return ids
+
+    def numbers(self, col: int) -> tuple[np.ndarray, int | None]:
+        values = self.columns[col]
+        if not values:
+            return np.zeros(0), None
+        longest = max(map(len, values))
+        if longest > MAX_LINE_BYTES:
+            i = next(i for i, v in enumerate(values) if len(v) == longest)
+            raise SubmissionError(self.path, f"{self.header[col]} of {longest:,} characters", where=self.where(i))
+        return _parse_each(np.array(values, dtype=f"<U{max(longest, 1)}"))
