@@ -228,18 +228,25 @@ class BuildContext:
         return self.engine.stage(f"describe:{role}", config, items.inputs(), compute,
                                  lambda e, _i: np.load(e / "vectors.npy", mmap_mode="r"))
 
-    def metrics(self, specs: Sequence[PartSpec], inputs: Stage | Sequence[Stage], ground_truth: Stage,
-                adapt: Callable[..., Any] | None = None) -> dict[str, Stage]:
+    def metrics(self, specs: Sequence[PartSpec], inputs: Stage | Sequence[Stage] | dict[str, tuple[Any, Any]],
+                ground_truth: Stage | None, adapt: Callable[..., Any] | None = None) -> dict[str, Stage]:
         """One ``metric:<label>`` stage per metric: ``metric(ground truth, output)`` where output is
-        ``adapt(*values of inputs)`` (default: the one input's value). The stage's value is the metric's
-        record for the result document. A metric with ``breakdown = True`` is also computed per
-        operation family when the output offers ``groups()`` and ``subset(mask)`` and the ground truth
-        ``restrict(query_ids)`` (the queries of each group scored as a track of their own)."""
-        stages = [inputs] if isinstance(inputs, Stage) else list(inputs)
+        ``adapt(*values of inputs)`` (default: the one input's value). A pipeline whose metrics take
+        several input types passes ``{input_type: (stages, adapt)}`` and each metric gets its own.
+        ``ground_truth`` None: metrics receive None. The stage's value is the metric's record for the
+        result document. A metric with ``breakdown = True`` is also computed per operation family when
+        the output offers ``groups()`` and ``subset(mask)`` (and the ground truth, if any,
+        ``restrict(query_ids)``): the items of each group scored as a track of their own."""
+        by_type = inputs if isinstance(inputs, dict) else None
         out: dict[str, Stage] = {}
         for i, ps in enumerate(specs):
             label = _label(specs, i)
             metric = self.create(ps)
+            if by_type is not None:
+                stages_in, adapt = by_type[getattr(metric, "input_type", "retrieval")]
+                stages = [stages_in] if isinstance(stages_in, Stage) else list(stages_in)
+            else:
+                stages = [inputs] if isinstance(inputs, Stage) else list(inputs)
             record = {"protocol": str(getattr(metric, "protocol", ps.name)),
                       "version": str(getattr(metric, "version", self.registry.get("metric", ps.name).version)),
                       "params": {k: v for k, v in ps.as_dict().items() if k != "name"}}
@@ -247,8 +254,8 @@ class BuildContext:
             if isinstance(display, dict) and display:
                 record["display"] = {str(k): str(v) for k, v in display.items()}
 
-            def compute(work: Path, values: list[Any], metric: Any = metric) -> dict[str, Any]:
-                *outputs, gt = values
+            def compute(work: Path, values: list[Any], metric: Any = metric, adapt: Any = adapt) -> dict[str, Any]:
+                *outputs, gt = values if ground_truth is not None else [*values, None]
                 output = adapt(*outputs) if adapt is not None else outputs[0]
                 result = {str(k): plain_number(v) for k, v in dict(metric(gt, output)).items()}
                 (work / "values.json").write_text(json.dumps(result, indent=1))
@@ -264,7 +271,7 @@ class BuildContext:
                 return loaded
 
             out[label] = self.engine.stage(f"metric:{label}", {"metric": self.identity(ps), "breakdown": 1},
-                                           [*stages, ground_truth], compute, load)
+                                           [*stages, *([ground_truth] if ground_truth is not None else [])], compute, load)
         return out
 
     def parts_used(self) -> dict[str, Part]:
@@ -278,13 +285,15 @@ def _breakdown(metric: Any, gt: Any, output: Any) -> dict[str, dict[str, Any]]:
     """Per operation family: the metric on the queries that went through it."""
     if not getattr(metric, "breakdown", False):
         return {}
-    groups, subset, restrict = (getattr(o, n, None) for o, n in ((output, "groups"), (output, "subset"), (gt, "restrict")))
+    groups, subset = getattr(output, "groups", None), getattr(output, "subset", None)
+    restrict = getattr(gt, "restrict", None) if gt is not None else (lambda _ids: None)
     if not (callable(groups) and callable(subset) and callable(restrict)):
         return {}
     out = {}
     for group, mask in groups().items():
         part = subset(mask)
-        out[str(group)] = {str(k): plain_number(v) for k, v in dict(metric(restrict(part.query_ids), part)).items()}
+        ids = getattr(part, "query_ids", None)
+        out[str(group)] = {str(k): plain_number(v) for k, v in dict(metric(restrict(ids), part)).items()}
     return out
 
 

@@ -507,9 +507,11 @@ def _pipeline_fields(data: dict[str, Any], pipeline: Any, loc: _Locations, issue
             if ps is None:
                 continue
             takes = getattr(registry.get("metric", ps.name).factory, "input_type", "retrieval")
-            if takes != input_type:
+            produced = (input_type,) if isinstance(input_type, str) else tuple(input_type)
+            if takes not in produced:
                 issue(_parse_dotted(ps.path), f"metric {ps.name!r} takes {takes!r} input; the "
-                      f"{data.get('pipeline', DEFAULT_PIPELINE)!r} pipeline produces {input_type!r}")
+                      f"{data.get('pipeline', DEFAULT_PIPELINE)!r} pipeline produces "
+                      f"{' or '.join(repr(t) for t in produced)}")
     return values
 
 
