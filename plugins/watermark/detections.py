@@ -91,11 +91,12 @@ class Detections:
         self.message = _bit_matrix(self.message, n, "message")
         if self.bits is not None and self.message is not None and self.bits.shape != self.message.shape:
             raise ValueError(f"bits {self.bits.shape} and message {self.message.shape} differ in shape")
-        keys = np.char.add(np.char.add(self.cell, "\x00"), np.char.add(self.image_id, np.where(self.marked, "\x001", "\x000")))
-        uniq, counts = np.unique(keys, return_counts=True)
-        if (counts > 1).any():
-            c, i, m = str(uniq[counts > 1][0]).split("\x00")
-            raise ValueError(f"duplicate row: image {i!r}, cell {c!r}, marked {m == '1'}")
+        if n > 1:
+            keys = np.rec.fromarrays([self.cell, self.image_id, self.marked], names="cell,image,marked")
+            uniq, counts = np.unique(keys, return_counts=True)
+            if (counts > 1).any():
+                c, i, m = uniq[counts > 1][0].tolist()
+                raise ValueError(f"duplicate row: image {i!r}, cell {c!r}, marked {bool(m)}")
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -190,7 +191,7 @@ class Detections:
         from harness.cache import atomic_write_bytes
 
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        w = csv.writer(buf)  # RFC 4180 CRLF rows: a lone \r inside a field is then quoted
         extra = [c for c in BIT_COLUMNS if getattr(self, c) is not None]
         w.writerow([*REQUIRED_COLUMNS, *extra])
         bit_text = {c: _bit_strings(getattr(self, c)) for c in extra}
@@ -311,8 +312,10 @@ def _bit_matrix(a: Any, n: int, name: str) -> np.ndarray | None:
 
 
 def _bit_strings(a: np.ndarray) -> list[str]:
-    chars = (a.astype(np.uint8) + ord("0")).view("S1") if a.size else np.zeros((len(a), 0), dtype="S1")
-    return [b"".join(row).decode("ascii") for row in chars.reshape(len(a), -1)]
+    if not a.size:
+        return [""] * len(a)
+    chars = (a.astype(np.uint8) + ord("0")).view("S1")
+    return [b"".join(row).decode("ascii") for row in chars]
 
 
 def _parse_marked(path: Any, values: list[str], lines: list[int]) -> np.ndarray:

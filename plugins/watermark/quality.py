@@ -56,7 +56,7 @@ def _pair(original: Any, marked: Any, image_id: str = "") -> tuple[np.ndarray, n
 
     a, b = _rgb8(original, "original"), _rgb8(marked, "marked")
     if a.shape != b.shape:
-        where = f"image {image_id!r}: " if image_id else ""
+        where = f"image {str(image_id)!r}: " if image_id else ""
         raise UserError(f"{where}the marked image is {b.shape[1]}x{b.shape[0]}, the original {a.shape[1]}x{a.shape[0]}")
     return a, b
 
