@@ -229,14 +229,17 @@ class BuildContext:
                                  lambda e, _i: np.load(e / "vectors.npy", mmap_mode="r"))
 
     def metrics(self, specs: Sequence[PartSpec], inputs: Stage | Sequence[Stage] | dict[str, tuple[Any, Any]],
-                ground_truth: Stage | None, adapt: Callable[..., Any] | None = None) -> dict[str, Stage]:
+                ground_truth: Stage | None, adapt: Callable[..., Any] | None = None,
+                reduce: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Stage]:
         """One ``metric:<label>`` stage per metric: ``metric(ground truth, output)`` where output is
         ``adapt(*values of inputs)`` (default: the one input's value). A pipeline whose metrics take
         several input types passes ``{input_type: (stages, adapt)}`` and each metric gets its own.
         ``ground_truth`` None: metrics receive None. The stage's value is the metric's record for the
         result document. A metric with ``breakdown = True`` is also computed per operation family when
         the output offers ``groups()`` and ``subset(mask)`` (and the ground truth, if any,
-        ``restrict(query_ids)``): the items of each group scored as a track of their own."""
+        ``restrict(query_ids)``): the items of each group scored as a track of their own. ``reduce``
+        reshapes each result (e.g. a metric answering per table cell, where the run's cell holds one)."""
+        shape = reduce or (lambda r: r)
         by_type = inputs if isinstance(inputs, dict) else None
         out: dict[str, Stage] = {}
         for i, ps in enumerate(specs):
@@ -257,9 +260,9 @@ class BuildContext:
             def compute(work: Path, values: list[Any], metric: Any = metric, adapt: Any = adapt) -> dict[str, Any]:
                 *outputs, gt = values if ground_truth is not None else [*values, None]
                 output = adapt(*outputs) if adapt is not None else outputs[0]
-                result = {str(k): plain_number(v) for k, v in dict(metric(gt, output)).items()}
+                result = {str(k): plain_number(v) for k, v in shape(dict(metric(gt, output))).items()}
                 (work / "values.json").write_text(json.dumps(result, indent=1))
-                breakdown = _breakdown(metric, gt, output)
+                breakdown = _breakdown(lambda *a: shape(dict(metric(*a))), metric, gt, output)
                 if breakdown:
                     (work / "breakdown.json").write_text(json.dumps(breakdown, indent=1))
                 return {"groups": len(breakdown)} if breakdown else {}
@@ -274,6 +277,14 @@ class BuildContext:
                                            [*stages, *([ground_truth] if ground_truth is not None else [])], compute, load)
         return out
 
+    def table(self, name: str, stage: Stage, write: Callable[[Any, Path], None], suffix: str = ".csv") -> None:
+        """A per-item table of this cell (e.g. detections), written beside the result document by
+        ``write(value of stage, path)`` and named in it."""
+        self._shared.setdefault("tables", []).append((self.engine.cell, name, stage, write, suffix))
+
+    def tables(self) -> list[tuple[int | None, str, Stage, Callable[[Any, Path], None], str]]:
+        return list(self._shared.get("tables", []))
+
     def parts_used(self) -> dict[str, Part]:
         return dict(self._shared.get("used", {}))
 
@@ -281,8 +292,8 @@ class BuildContext:
         return list(self._shared.get("datasets", {}).values())
 
 
-def _breakdown(metric: Any, gt: Any, output: Any) -> dict[str, dict[str, Any]]:
-    """Per operation family: the metric on the queries that went through it."""
+def _breakdown(score: Callable[..., dict[str, Any]], metric: Any, gt: Any, output: Any) -> dict[str, dict[str, Any]]:
+    """Per operation family: ``score`` (the metric) on the items that went through it."""
     if not getattr(metric, "breakdown", False):
         return {}
     groups, subset = getattr(output, "groups", None), getattr(output, "subset", None)
@@ -293,7 +304,7 @@ def _breakdown(metric: Any, gt: Any, output: Any) -> dict[str, dict[str, Any]]:
     for group, mask in groups().items():
         part = subset(mask)
         ids = getattr(part, "query_ids", None)
-        out[str(group)] = {str(k): plain_number(v) for k, v in dict(metric(restrict(ids), part)).items()}
+        out[str(group)] = {str(k): plain_number(v) for k, v in score(restrict(ids), part).items()}
     return out
 
 

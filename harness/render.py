@@ -74,6 +74,8 @@ def render_run(console: Any, doc: dict[str, Any], path: Path | None) -> None:
                 col = (label, name, display_of(m, name))
                 if not isinstance(value, list) and col not in columns:
                     columns.append(col)
+    if len(columns) > 8:  # counts repeat in every metric: the document keeps them, the table shows values
+        columns = [c for c in columns if c[2] != "integer"] or columns
     if len(cells) == 1:  # one cell: a value per row reads better than one very wide row
         _render_values(console, doc["task"], cells[0]["metrics"])
         if path is not None:

@@ -45,6 +45,23 @@ class Run:
                  "metrics": {label: self.engine.value(stage) for label, stage in metric_stages.items()}}
                 for cell, metric_stages in built]
 
+    def write_tables(self, output_dir: str | None) -> list[dict[str, Any]]:
+        """Write the per-item tables the pipeline declared into a folder of their own under
+        ``output_dir`` (unique per run); returns their entries for the result document."""
+        tables = self.contexts[0].tables() if self.contexts else []
+        if not tables or output_dir is None:
+            return []
+        import uuid
+
+        folder = Path(output_dir) / f"{self.spec.task}-tables-{uuid.uuid4().hex[:12]}"
+        folder.mkdir(parents=True)
+        out = []
+        for cell, name, stage, write, suffix in tables:
+            path = folder / f"cell{cell}-{name}{suffix}"
+            write(self.engine.value(stage), path)
+            out.append({"cell": cell, "name": name, "path": str(path)})
+        return out
+
     @property
     def parts_used(self) -> dict[str, Any]:
         return self.contexts[0].parts_used() if self.contexts else {}
@@ -72,10 +89,13 @@ def run_spec(spec_path: str, overrides: list[str] = (), *, cache_dir: str | None
     try:
         run = Run(spec, registry, cache, reporter)
         cells = run.execute()
+        tables = run.write_tables(output_dir)
         stages = [r.as_dict() for r in run.engine.records()]
     finally:
         cache.close()
     doc = build_document(spec=spec, overrides=list(overrides), parts=run.parts_used, data=run.data_info(),
                          stages=stages, cells=cells, started=started, duration=time.perf_counter() - t0)
+    if tables:
+        doc["tables"] = tables
     path = write_document(doc, output_dir) if output_dir is not None else None
     return doc, path

@@ -14,6 +14,13 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
 @hookimpl
+def register_pipelines(register):
+    from .pipeline import WatermarkPipeline
+
+    register("watermark", WatermarkPipeline)
+
+
+@hookimpl
 def register_watermarkers(register):
     from .invisible import DwtDct, DwtDctSvd, RivaGAN
     from .ssl import SSLWatermarker

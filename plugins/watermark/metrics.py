@@ -61,6 +61,8 @@ class _PerCell:
     input_type = "detections"
     protocol = "watermark-detection"
     version = "1"
+    display = {"n_*": "integer"}
+    breakdown = True  # per operation family of the attack (e.g. augly.disc21_like as the attack)
     name = "watermark"
 
     def __call__(self, ground_truth: Any, detections: Detections) -> dict[str, Values]:
