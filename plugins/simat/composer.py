@@ -136,7 +136,7 @@ class SimatArithmetic:
 
     def compose(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> np.ndarray:
         """(nq, d) float32 query vectors from prepared (unit-norm) image and text embeddings."""
-        _check_inputs(images, texts, queries)
+        _check_inputs(images, texts, queries, self.text_roles)
         value, target = queries.role("value"), queries.role("target")
         delta = texts[target] - texts[value]
         out = images[queries.source]
@@ -169,13 +169,16 @@ class SumComposer:
         return l2_normalize(t, "text embeddings")
 
     def compose(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> np.ndarray:
-        _check_inputs(images, texts, queries)
+        _check_inputs(images, texts, queries, self.text_roles)
         out = images[queries.source]
         out += np.float32(self.lambda_) * texts[queries.role("modification")]
         return out
 
 
-def _check_inputs(images: Any, texts: Any, queries: ComposedQueries) -> None:
+def _check_inputs(images: Any, texts: Any, queries: ComposedQueries, roles: tuple[str, ...]) -> None:
+    if tuple(queries.text_roles) != roles:
+        raise UserError(f"composer: needs texts ({', '.join(roles)}) per query; the dataset gives "
+                        f"({', '.join(queries.text_roles)})")
     if images.ndim != 2 or texts.ndim != 2 or images.shape[1] != texts.shape[1]:
         raise UserError(f"composer: image embeddings {images.shape} and text embeddings {texts.shape} "
                         "must have the same dimension (use an image and a text encoder of one model)")

@@ -71,3 +71,25 @@ def _topk(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         part[r], vals[r] = order, s[r, order]
     order = np.lexsort((part, -vals), axis=1)
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def composed_search(
+    composer: object,
+    image_embeddings: np.ndarray,
+    text_embeddings: np.ndarray,
+    queries: object,
+    db_ids: np.ndarray,
+    k: int = 50,
+) -> object:
+    """prepare -> compose -> exact search with each query's source removed -> ComposedRetrieval.
+
+    The whole composed-retrieval chain in one call (tests, benchmark, and a reference for the
+    pipeline's stages, which cache ``prepare_images`` / ``prepare_texts`` apart from ``compose``)."""
+    from .types import ComposedRetrieval
+
+    images = composer.prepare_images(image_embeddings)  # type: ignore[attr-defined]
+    texts = composer.prepare_texts(text_embeddings)  # type: ignore[attr-defined]
+    q = composer.compose(images, texts, queries)  # type: ignore[attr-defined]
+    indices, scores = search_ip(q, images, k, exclude=queries.source)  # type: ignore[attr-defined]
+    return ComposedRetrieval(np.asarray(queries.ids), np.asarray(db_ids), indices, scores,  # type: ignore[attr-defined]
+                             np.asarray(queries.source, dtype=np.int64))  # type: ignore[attr-defined]
