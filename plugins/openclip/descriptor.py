@@ -292,6 +292,7 @@ class OpenClipDescriptor:
         state = self.__dict__.copy()  # never ship the network to worker processes
         state["_model"] = None
         state["_device"] = None
+        state["_tokenizer"] = None  # its BPE tables are 2 MB; rebuilt on use
         return state
 
 
