@@ -92,6 +92,11 @@ def test_simat_score_equals_slow_implementation(case):
         assert abs(got - want) < 1e-9
         recall = SimatOracleRecall(k=3)(gt, r)["recall@3"]
         assert abs(recall - slow_simat_score(images, words, queries, oracle, lam, k=3)) < 1e-9
+    # composing the query vectors and searching them gives the same rows as the linear path
+    comp = SimatArithmetic(lambda_=lam)
+    i_, t_ = comp.prepare_images(images), comp.prepare_texts(t)
+    direct, _ = search_ip(comp.compose(i_, t_, cq), i_, 10, exclude=cq.source)
+    assert np.array_equal(direct, r.indices)
     # the full ranking (source removed) matches too, ties by lower row
     want_ranks = slow_rankings(images, words, queries, lam)
     full = r.ranking(min(10, len(images) - 1))
@@ -166,6 +171,9 @@ def test_composed_recall_equals_slow_implementation(case):
     ks = (1, 2, 5, 50)
     r = composed_search(SumComposer(lambda_=lam), images, t, cq, np.array([str(i) for i in range(len(images))]), k=50)
     got = ComposedRecall(ks)(gt, r)
+    comp = SumComposer(lambda_=lam)
+    i_, t_ = comp.prepare_images(images), comp.prepare_texts(t)
+    assert np.array_equal(search_ip(comp.compose(i_, t_, cq), i_, 50, exclude=cq.source)[0], r.indices)
     want = slow_recall(images, words, queries, targets, lam, ks)
     for k in ks:
         assert (got[f"recall@{k}"] is None) == (want[k] is None)
@@ -268,3 +276,22 @@ def test_outcomes_with_oracle_recall_uses_first_k_after_source():
     assert SimatScore()(gt, r)["score"] == 0.0
     assert SimatOracleRecall(k=2)(gt, r)["recall@2"] == 0.0
     assert SimatOracleRecall(k=3)(gt, r)["recall@3"] == 100.0
+
+
+def test_search_linear_paths_agree(monkeypatch):
+    import harness_plugins.simat.search as search
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(-2, 3, size=(30, 6)).astype(np.float32)
+    texts = rng.integers(-2, 3, size=(5, 6)).astype(np.float32)
+    cq = ComposedQueries(np.array([f"q{i}" for i in range(40)]), rng.integers(0, 30, 40), tuple("abcde"),
+                         rng.integers(0, 5, size=(40, 2)), ("value", "target"))
+    coef = np.array([-0.5, 0.5], np.float32)
+    with_gram = search.search_linear(images, texts, cq, coef, 7, block=9)
+    given = search.search_linear(images, texts, cq, coef, 7, gram_matrix=search.gram(images))
+    monkeypatch.setattr(search, "GRAM_MAX_IMAGES", 10)
+    direct = search.search_linear(images, texts, cq, coef, 7)
+    for other in (given, direct):
+        assert np.array_equal(with_gram[0], other[0]) and np.array_equal(with_gram[1], other[1])
+    with pytest.raises(ValueError, match="coefficients"):
+        search.search_linear(images, texts, cq, np.ones(3), 7)

@@ -8,6 +8,9 @@ Proposed new kind ``composer`` (hook ``register_composers``). Contract:
 - ``prepare_texts(t) -> (nt, d)``: the same for the unique texts (``database_params`` too).
 - ``compose(images, texts, queries) -> (nq, d)`` float32 from the prepared arrays and
   :class:`~harness_plugins.simat.types.ComposedQueries`; this is where lambda enters.
+- optional ``coefficients() -> (m,)``: the composer is linear, q = I[src] + sum_j c_j T[text_j]
+  (j over ``text_roles``), so the search may skip forming q (:func:`..search.search_linear`,
+  which shares the lambda-free Gram matrix I I^T across a grid).
 
 SIMAT's eval.py (checked against the released file): the linear heads are applied to the *raw*
 CLIP embeddings (``encode_image`` / ``encode_text`` output, not unit-norm), then each side is
@@ -134,6 +137,14 @@ class SimatArithmetic:
             t = heads.apply("txt_head", t, "text embeddings")
         return l2_normalize(t, "text embeddings")
 
+    def coefficients(self) -> np.ndarray:
+        """The composition is linear: q = I[src] + sum_j c_j T[text_j] with c = (-lambda, +lambda) for
+        (value, target); :func:`~harness_plugins.simat.search.search_linear` uses this."""
+        return np.array([-self.lambda_, self.lambda_], dtype=np.float32)
+
+    def check(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> None:
+        _check_inputs(images, texts, queries, self.text_roles)
+
     def compose(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> np.ndarray:
         """(nq, d) float32 query vectors from prepared (unit-norm) image and text embeddings."""
         _check_inputs(images, texts, queries, self.text_roles)
@@ -167,6 +178,12 @@ class SumComposer:
 
     def prepare_texts(self, t: np.ndarray) -> np.ndarray:
         return l2_normalize(t, "text embeddings")
+
+    def coefficients(self) -> np.ndarray:
+        return np.array([self.lambda_], dtype=np.float32)
+
+    def check(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> None:
+        _check_inputs(images, texts, queries, self.text_roles)
 
     def compose(self, images: np.ndarray, texts: np.ndarray, queries: ComposedQueries) -> np.ndarray:
         _check_inputs(images, texts, queries, self.text_roles)

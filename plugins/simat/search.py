@@ -55,9 +55,24 @@ def search_ip(
     return indices, scores
 
 
+#: Up to this k, top-k is k passes of argmax (vectorised, and argmax returns the first maximum, which
+#: is the tie rule); beyond it, one argpartition.
+_ARGMAX_K = 8
+
+
 def _topk(s: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k per row of ``s``, best first, ties by lower column."""
+    """Top-k per row of ``s``, best first, ties by lower column. May overwrite ``s``."""
     nb = s.shape[1]
+    if k <= _ARGMAX_K and k < nb:
+        rows = np.arange(len(s))
+        idx = np.empty((len(s), k), dtype=np.int64)
+        val = np.empty((len(s), k), dtype=s.dtype)
+        for j in range(k):
+            a = s.argmax(axis=1)
+            idx[:, j] = a
+            val[:, j] = s[rows, a]
+            s[rows, a] = -np.inf
+        return idx, val
     if k >= nb:
         order = np.argsort(-s, axis=1, kind="stable")
         return order, np.take_along_axis(s, order, axis=1)
@@ -80,16 +95,91 @@ def composed_search(
     queries: object,
     db_ids: np.ndarray,
     k: int = 50,
+    gram_matrix: np.ndarray | None = None,
 ) -> object:
     """prepare -> compose -> exact search with each query's source removed -> ComposedRetrieval.
 
     The whole composed-retrieval chain in one call (tests, benchmark, and a reference for the
-    pipeline's stages, which cache ``prepare_images`` / ``prepare_texts`` apart from ``compose``)."""
+    pipeline's stages, which cache ``prepare_images`` / ``prepare_texts`` apart from ``compose``).
+    Linear composers (those with ``coefficients()``) are searched by :func:`search_linear`, which
+    never forms the query vectors; ``gram_matrix`` (:func:`gram` of the prepared images) may be
+    passed to share it across a lambda grid."""
     from .types import ComposedRetrieval
 
     images = composer.prepare_images(image_embeddings)  # type: ignore[attr-defined]
     texts = composer.prepare_texts(text_embeddings)  # type: ignore[attr-defined]
-    q = composer.compose(images, texts, queries)  # type: ignore[attr-defined]
-    indices, scores = search_ip(q, images, k, exclude=queries.source)  # type: ignore[attr-defined]
-    return ComposedRetrieval(np.asarray(queries.ids), np.asarray(db_ids), indices, scores,  # type: ignore[attr-defined]
-                             np.asarray(queries.source, dtype=np.int64))  # type: ignore[attr-defined]
+    source = np.asarray(queries.source, dtype=np.int64)  # type: ignore[attr-defined]
+    if callable(getattr(composer, "coefficients", None)):
+        composer.check(images, texts, queries)  # type: ignore[attr-defined]
+        indices, scores = search_linear(images, texts, queries, composer.coefficients(), k,  # type: ignore[attr-defined]
+                                        gram_matrix=gram_matrix)
+    else:
+        q = composer.compose(images, texts, queries)  # type: ignore[attr-defined]
+        indices, scores = search_ip(q, images, k, exclude=source)
+    return ComposedRetrieval(np.asarray(queries.ids), np.asarray(db_ids), indices, scores, source)  # type: ignore[attr-defined]
+
+
+#: Largest database for which :func:`search_linear` keeps the database Gram matrix (nb^2 float32:
+#: 16,384 images = 1 GB); beyond it the query vectors are composed and searched directly.
+GRAM_MAX_IMAGES = 16384
+
+
+def gram(images: np.ndarray) -> np.ndarray:
+    """I I^T of the prepared database (float32): lambda-independent, so a lambda grid computes it once."""
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    return x @ x.T
+
+
+def search_linear(
+    images: np.ndarray,
+    texts: np.ndarray,
+    queries: object,
+    coefficients: np.ndarray,
+    k: int,
+    gram_matrix: np.ndarray | None = None,
+    block: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_ip` for linear composers, q = I[src] + sum_j c_j T[text_j], without composing q.
+
+    Scores q . I = (I I^T)[src] + sum_j c_j (T I^T)[text_j]: the database Gram matrix (lambda-free)
+    and the text-image products of the texts in use (a few hundred rows for SIMAT) replace the
+    (nq x d) x (d x nb) product per lambda by row gathers. Same tie rule as :func:`search_ip`; the
+    scores equal it up to float32 rounding of the sums. The source is always excluded.
+    """
+    img = np.ascontiguousarray(images, dtype=np.float32)
+    nb = len(img)
+    source = np.asarray(queries.source, dtype=np.int64)  # type: ignore[attr-defined]
+    text_index = np.asarray(queries.text_index, dtype=np.int64)  # type: ignore[attr-defined]
+    coefficients = np.asarray(coefficients, dtype=np.float32)
+    if coefficients.shape != (text_index.shape[1],):
+        raise ValueError(f"search: {coefficients.shape} coefficients for {text_index.shape[1]} texts per query")
+    nq = len(source)
+    if nb > GRAM_MAX_IMAGES and gram_matrix is None:
+        q = img[source]
+        for j, c in enumerate(coefficients):
+            q += c * np.asarray(texts, dtype=np.float32)[text_index[:, j]]
+        return search_ip(q, img, k, exclude=source)
+    g = gram(img) if gram_matrix is None else gram_matrix
+    if g.shape != (nb, nb):
+        raise ValueError(f"search: Gram matrix {g.shape} for {nb} images")
+    used, local = np.unique(text_index, return_inverse=True)
+    local = local.reshape(text_index.shape)
+    w = np.asarray(texts, dtype=np.float32)[used] @ img.T  # (n_used, nb)
+    indices = np.full((nq, k), -1, dtype=np.int64)
+    scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    kk = min(k, nb)
+    if nq == 0 or kk == 0:
+        return indices, scores
+    for start in range(0, nq, block):
+        stop = min(start + block, nq)
+        src = source[start:stop]
+        s = g[src]
+        for j, c in enumerate(coefficients):
+            if c != 0:
+                s += c * w[local[start:stop, j]]
+        s[np.arange(len(s)), src] = -np.inf
+        idx, val = _topk(s, kk)
+        indices[start:stop, :kk] = idx
+        scores[start:stop, :kk] = val
+    indices[np.isneginf(scores)] = -1
+    return indices, scores
