@@ -262,3 +262,30 @@ def test_composed_folder_bad_rows(tmp_path, rows, header, message):
     ds = _composed_folder(tmp_path, rows, header or "reference_id,modification,target_ids")
     with pytest.raises(UserError, match=message):
         ds.ground_truth()
+
+
+def test_openclip_on_the_demo_matches_slow_for_a_lambda_grid(tmp_path, monkeypatch):
+    """The parts chained as the pipeline will: images and texts encoded once, six lambdas composed."""
+    import json
+
+    from harness_plugins.openclip.descriptor import OpenClipDescriptor
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    enc = OpenClipDescriptor(model="tiny", config=str(tmp_path / "tiny.json"), device="cpu", normalize=False)
+    ds = SimatDemoDataset()
+    db = ds.items("database")
+    images = enc.describe([it.load() for it in db])
+    q, gt = ds.items("queries"), ds.ground_truth()
+    texts = enc.describe_texts(list(q.texts))
+    words = dict(zip(q.texts, texts))
+    slow_q = [{"source": int(s), "texts": (q.texts[v], q.texts[t]), "caption": int(c), "norm2": float(n)}
+              for s, (v, t), c, n in zip(q.source, q.text_index, gt.target_caption, gt.norm2)]
+    scores = []
+    for lam in LAMBDAS:
+        r = composed_search(SimatArithmetic(lambda_=lam), images, texts, q, np.array([it.id for it in db]), k=1)
+        scores.append(SimatScore()(gt, r)["score"])
+        assert abs(scores[-1] - slow_simat_score(images, words, slow_q, gt.oracle, lam)) < 1e-9
+    assert len(set(scores)) > 1  # lambda matters even for a random network
