@@ -289,7 +289,11 @@ def test_search_linear_paths_agree(monkeypatch):
     coef = np.array([-0.5, 0.5], np.float32)
     with_gram = search.search_linear(images, texts, cq, coef, 7, block=9)
     given = search.search_linear(images, texts, cq, coef, 7, gram_matrix=search.gram(images))
-    monkeypatch.setattr(search, "GRAM_MAX_IMAGES", 10)
+    few = ComposedQueries(cq.ids[:8], cq.source[:8] % 5, cq.texts, cq.text_index[:8], cq.text_roles)
+    rows_only = search.search_linear(images, texts, few, coef, 7)  # 5 sources of 30: Gram rows only
+    full = search.search_linear(images, texts, few, coef, 7, gram_matrix=search.gram(images))
+    assert np.array_equal(rows_only[0], full[0]) and np.array_equal(rows_only[1], full[1])
+    monkeypatch.setattr(search, "GRAM_MAX_ENTRIES", 10)
     direct = search.search_linear(images, texts, cq, coef, 7)
     for other in (given, direct):
         assert np.array_equal(with_gram[0], other[0]) and np.array_equal(with_gram[1], other[1])

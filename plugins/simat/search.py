@@ -119,9 +119,10 @@ def composed_search(
     return ComposedRetrieval(np.asarray(queries.ids), np.asarray(db_ids), indices, scores, source)  # type: ignore[attr-defined]
 
 
-#: Largest database for which :func:`search_linear` keeps the database Gram matrix (nb^2 float32:
-#: 16,384 images = 1 GB); beyond it the query vectors are composed and searched directly.
-GRAM_MAX_IMAGES = 16384
+#: Most entries of the source-image rows of the Gram matrix :func:`search_linear` keeps (float32:
+#: 64M = 256 MB; SIMAT's 5,859 images need 34M); beyond it the queries are composed and searched
+#: directly, block by block.
+GRAM_MAX_ENTRIES = 64 * 1024 * 1024
 
 
 def gram(images: np.ndarray) -> np.ndarray:
@@ -154,29 +155,44 @@ def search_linear(
     if coefficients.shape != (text_index.shape[1],):
         raise ValueError(f"search: {coefficients.shape} coefficients for {text_index.shape[1]} texts per query")
     nq = len(source)
-    if nb > GRAM_MAX_IMAGES and gram_matrix is None:
-        q = img[source]
-        for j, c in enumerate(coefficients):
-            q += c * np.asarray(texts, dtype=np.float32)[text_index[:, j]]
-        return search_ip(q, img, k, exclude=source)
-    g = gram(img) if gram_matrix is None else gram_matrix
-    if g.shape != (nb, nb):
-        raise ValueError(f"search: Gram matrix {g.shape} for {nb} images")
-    used, local = np.unique(text_index, return_inverse=True)
-    local = local.reshape(text_index.shape)
-    w = np.asarray(texts, dtype=np.float32)[used] @ img.T  # (n_used, nb)
     indices = np.full((nq, k), -1, dtype=np.int64)
     scores = np.full((nq, k), -np.inf, dtype=np.float32)
     kk = min(k, nb)
     if nq == 0 or kk == 0:
         return indices, scores
+    if gram_matrix is not None:
+        if gram_matrix.shape != (nb, nb):
+            raise ValueError(f"search: Gram matrix {gram_matrix.shape} for {nb} images")
+        g, g_row = gram_matrix, source
+    else:
+        # only the sources' rows are needed; the full matrix (a symmetric product: half the work per
+        # row) is cheaper once more than half of the images are sources
+        used_src, g_row = np.unique(source, return_inverse=True)
+        if len(used_src) * nb > GRAM_MAX_ENTRIES:
+            q = img[source]
+            for j, c in enumerate(coefficients):
+                q += c * np.asarray(texts, dtype=np.float32)[text_index[:, j]]
+            return search_ip(q, img, k, exclude=source)
+        if 2 * len(used_src) > nb:
+            g, g_row = gram(img), source
+        else:
+            g = img[used_src] @ img.T
+    used, local = np.unique(text_index, return_inverse=True)
+    local = local.reshape(text_index.shape)
+    w = np.asarray(texts, dtype=np.float32)[used] @ img.T  # (n_used, nb)
+    # reused scratch: fresh pages for every block cost as much as the arithmetic
+    s_buf = np.empty((min(block, nq), nb), dtype=np.float32)
+    t_buf = np.empty_like(s_buf)
     for start in range(0, nq, block):
         stop = min(start + block, nq)
         src = source[start:stop]
-        s = g[src]
+        s, tmp = s_buf[: stop - start], t_buf[: stop - start]
+        np.take(g, g_row[start:stop], axis=0, out=s)
         for j, c in enumerate(coefficients):
             if c != 0:
-                s += c * w[local[start:stop, j]]
+                np.take(w, local[start:stop, j], axis=0, out=tmp)
+                tmp *= c
+                s += tmp
         s[np.arange(len(s)), src] = -np.inf
         idx, val = _topk(s, kk)
         indices[start:stop, :kk] = idx
