@@ -288,7 +288,8 @@ def test_search_linear_paths_agree(monkeypatch):
                          rng.integers(0, 5, size=(40, 2)), ("value", "target"))
     coef = np.array([-0.5, 0.5], np.float32)
     with_gram = search.search_linear(images, texts, cq, coef, 7, block=9)
-    given = search.search_linear(images, texts, cq, coef, 7, gram_matrix=search.gram(images))
+    given = search.search_linear(images, texts, cq, coef, 7, gram_matrix=search.gram(images),
+                                 text_products=texts @ images.T)
     few = ComposedQueries(cq.ids[:8], cq.source[:8] % 5, cq.texts, cq.text_index[:8], cq.text_roles)
     rows_only = search.search_linear(images, texts, few, coef, 7)  # 5 sources of 30: Gram rows only
     full = search.search_linear(images, texts, few, coef, 7, gram_matrix=search.gram(images))

@@ -139,6 +139,7 @@ def search_linear(
     k: int,
     gram_matrix: np.ndarray | None = None,
     block: int = 128,
+    text_products: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`search_ip` for linear composers, q = I[src] + sum_j c_j T[text_j], without composing q.
 
@@ -146,6 +147,8 @@ def search_linear(
     and the text-image products of the texts in use (a few hundred rows for SIMAT) replace the
     (nq x d) x (d x nb) product per lambda by row gathers. Same tie rule as :func:`search_ip`; the
     scores equal it up to float32 rounding of the sums. The source is always excluded.
+    ``gram_matrix`` (:func:`gram`) and ``text_products`` (T I^T for all texts) are lambda-free:
+    a lambda grid computes them once and passes them to every cell.
     """
     img = np.ascontiguousarray(images, dtype=np.float32)
     nb = len(img)
@@ -177,9 +180,14 @@ def search_linear(
             g, g_row = gram(img), source
         else:
             g = img[used_src] @ img.T
-    used, local = np.unique(text_index, return_inverse=True)
-    local = local.reshape(text_index.shape)
-    w = np.asarray(texts, dtype=np.float32)[used] @ img.T  # (n_used, nb)
+    if text_products is not None:
+        if text_products.shape != (len(texts), nb):
+            raise ValueError(f"search: text products {text_products.shape} for {len(texts)} texts, {nb} images")
+        w, local = text_products, text_index
+    else:
+        used, local = np.unique(text_index, return_inverse=True)
+        local = local.reshape(text_index.shape)
+        w = np.asarray(texts, dtype=np.float32)[used] @ img.T  # (n_used, nb)
     # reused scratch: fresh pages for every block cost as much as the arithmetic
     s_buf = np.empty((min(block, nq), nb), dtype=np.float32)
     t_buf = np.empty_like(s_buf)
