@@ -105,6 +105,13 @@ def test_corrupt_archives(tmp_path):
     with pytest.raises(SubmissionError, match="8 bytes for 4 elements"):
         read_torch_archive(tmp_path / "short.pt")
     assert main([str(tmp_path / "short.pt"), str(tmp_path / "x.safetensors")]) == 2
+    # stride 0: a 4-element storage posing as a billion elements
+    huge = pkl.replace(b"K\x02K\x03\x85K\x01\x85", b"K\x00J\x00\xca\x9a;\x85K\x00\x85")
+    with zipfile.ZipFile(tmp_path / "huge.pt", "w") as z:
+        z.writestr("archive/data.pkl", huge)
+        z.writestr("archive/data/0", np.arange(4, dtype=np.float32).tobytes())
+    with pytest.raises(SubmissionError, match="more elements than its storage"):
+        read_torch_archive(tmp_path / "huge.pt")
     # the same pickle with a valid geometry converts
     ok = pkl.replace(b"K\x02K\x03\x85", b"K\x01K\x03\x85")
     with zipfile.ZipFile(tmp_path / "ok.pt", "w") as z:

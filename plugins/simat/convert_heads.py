@@ -88,6 +88,8 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
     data = storage.data
     if any(s == 0 for s in size):
         return np.zeros(size, dtype=data.dtype)
+    if int(np.prod(size, dtype=object)) > len(data):  # stride-0 tricks would multiply memory
+        raise pickle.UnpicklingError(f"tensor of size {size} has more elements than its storage ({len(data)})")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= len(data):
         raise pickle.UnpicklingError(f"tensor of size {size} at offset {offset} reads past its storage "
@@ -119,6 +121,7 @@ class _TensorUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.byteorder, self.source = archive, prefix, byteorder, source
         self.storages: dict[str, _Storage] = {}
+        self.bytes_read = 0
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
         if (module, name) in _ALLOWED:
@@ -143,7 +146,13 @@ class _TensorUnpickler(pickle.Unpickler):
         need = numel * stype.itemsize
         if numel < 0 or info.file_size < need:
             raise pickle.UnpicklingError(f"storage {key}: {info.file_size} bytes for {numel} elements")
-        raw = self.archive.read(entry)[:need]
+        self.bytes_read += need
+        if self.bytes_read > MAX_ARCHIVE_BYTES:
+            raise pickle.UnpicklingError(f"storages hold more than {MAX_ARCHIVE_BYTES:,} bytes")
+        with self.archive.open(entry) as fh:  # only the bytes the tensor needs, whatever the entry claims
+            raw = fh.read(need)
+        if len(raw) != need:
+            raise pickle.UnpicklingError(f"storage {key} is truncated")
         order = "<" if self.byteorder == "little" else ">"
         if stype.dtype == "bfloat16":  # numpy has no bfloat16: widen to float32 exactly
             bits = np.frombuffer(raw, dtype=f"{order}u2").astype(np.uint32) << 16
