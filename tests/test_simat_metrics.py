@@ -141,6 +141,8 @@ def test_misaligned_retrieval_is_refused():
     other = ComposedRetrieval(r.query_ids, r.db_ids, r.indices, r.scores, np.array([1]))
     with pytest.raises(UserError, match="source row"):
         SimatScore()(gt, other)
+    with pytest.raises(UserError, match="the OSCAR matrix has 2 rows"):
+        SimatScore()(SimatGroundTruth(gt.query_ids, gt.source, gt.target_caption, gt.norm2, gt.oracle[:2]), r)
     with pytest.raises(UserError, match="not the ground truth"):
         SimatScore()(SimatGroundTruth(np.array(["z"]), gt.source, gt.target_caption, gt.norm2, gt.oracle), r)
 

@@ -29,6 +29,8 @@ def simat_outcomes(gt: SimatGroundTruth, retrieval: ComposedRetrieval, k: int = 
     """Per query: the top-k rows after removing the source, their oracle values for the target
     caption, and whether any is a success (oracle > 0.5)."""
     _check_alignment(gt.query_ids, retrieval)
+    if gt.oracle.shape[0] != len(retrieval.db_ids):
+        raise UserError(f"retrieval searched {len(retrieval.db_ids)} images; the OSCAR matrix has {gt.oracle.shape[0]} rows")
     if not np.array_equal(gt.source, retrieval.source):
         q = int(np.flatnonzero(gt.source != retrieval.source)[0])
         raise UserError(f"retrieval: query {gt.query_ids[q]} has source row {retrieval.source[q]}, "
