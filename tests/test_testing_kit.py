@@ -23,13 +23,40 @@ from harness.testing import (
 REGISTRY = load_registry()
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY.names("descriptor") if n not in ("timm", "torchscript")])
+@pytest.mark.parametrize("name", [n for n in REGISTRY.names("descriptor") if n not in ("timm", "torchscript", "openclip")])
 def test_builtin_descriptors_meet_the_contract(name):
     check_descriptor(REGISTRY.create("descriptor", name, {}), sample_images(3, 96))
 
 
 def test_timm_descriptor_meets_the_contract():
     check_descriptor(REGISTRY.create("descriptor", "timm", {"model": "test_resnet", "size": 64}))
+
+
+def test_openclip_descriptor_meets_the_contract(tmp_path):
+    import json
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "tiny.json").write_text(json.dumps(cfg))
+    check_descriptor(REGISTRY.create("descriptor", "openclip", {"model": "tiny", "config": str(tmp_path / "tiny.json")}))
+
+
+def test_simat_metrics_meet_the_contract():
+    from harness_plugins.simat.types import ComposedGroundTruth, ComposedRetrieval, SimatGroundTruth
+
+    qids, dbids = np.array(["0", "1"]), np.array([str(i) for i in range(4)])
+    retrieval = ComposedRetrieval(qids, dbids, np.array([[0, 1], [2, 3]]), np.array([[0.9, 0.5], [0.8, 0.2]]),
+                                  np.array([0, 1]))
+    gt = SimatGroundTruth(qids, np.array([0, 1]), np.array([0, 1]), np.array([1.0, 1.0]),
+                          np.array([[0.0, 0.0], [0.9, 0.0], [0.0, 0.9], [0.0, 0.0]], np.float32))
+    # q0: its source 0 is first, so row 1 counts (oracle 0.9); q1: row 2 for caption 1 (0.9)
+    assert check_metric(REGISTRY.create("metric", "simat.score", {}), gt, retrieval)["score"] == 100.0
+    assert check_metric(REGISTRY.create("metric", "simat.recall_at_5", {"k": 1}), gt, retrieval)["recall@1"] == 100.0
+    cgt = ComposedGroundTruth(qids, np.array([0, 1, 2]), np.array([3, 2]))
+    values = check_metric(REGISTRY.create("metric", "composed.recall", {"ks": [1]}), cgt, retrieval)
+    assert values["recall@1"] == 0.5  # q0: row 1 is not its target 3; q1: row 2 is
+    with pytest.raises(ValueError, match="search with k >= 3"):  # a top-2 that held the source is too short
+        REGISTRY.create("metric", "composed.recall", {"ks": [2]})(cgt, retrieval)
 
 
 @pytest.mark.parametrize("name", [n for n in REGISTRY.names("transform") if not n.startswith("attack.")])
