@@ -130,6 +130,19 @@ def register_watermarkers(register: Register) -> None:
 
 
 @hookspec
+def register_composers(register: Register) -> None:
+    """Register composers of composed-retrieval queries (SIMAT's arithmetic, a sum, a learned model).
+
+    A composer turns (source image embedding, text embeddings) into query vectors:
+    ``prepare_images(x)`` / ``prepare_texts(t)`` (e.g. linear heads, normalisation: what the
+    database side depends on, named by ``database_params``, so a grid over the other parameters shares
+    it) and ``compose(images, texts, queries) -> (nq, d)``; a linear composer also offers
+    ``coefficients()`` (q = I[src] + sum_j c_j T[text_j]), which lets the pipeline score without
+    forming the queries.
+    """
+
+
+@hookspec
 def register_metrics(register: Register) -> None:
     """Register metrics.
 

@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "postprocessor": "register_postprocessors",
     "index": "register_indexes",
     "watermarker": "register_watermarkers",
+    "composer": "register_composers",
     "metric": "register_metrics",
     "scorer": "register_scorers",
 }

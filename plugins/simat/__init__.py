@@ -28,9 +28,8 @@ def register_metrics(register):
     register("composed.recall", ComposedRecall)
 
 
+@hookimpl
 def register_composers(register):
-    """Composers, for the proposed ``register_composers`` hook (not a hookimpl until the hookspec
-    exists: pluggy would report an unknown hook)."""
     from .composer import SimatArithmetic, SumComposer
 
     register("simat.arithmetic", SimatArithmetic)

@@ -134,6 +134,10 @@ class ComposedFolderDataset:
     def ground_truth(self) -> ComposedGroundTruth:
         return self._table[1]
 
+    def role_fingerprint(self, role: str) -> str:
+        """The content key of one role (``database``, ``queries``, ``texts``), for the stage keys."""
+        return self.fingerprint(role)
+
     def fingerprint(self, role: str | None = None) -> str:
         """sha256 of a role: ``database`` (ids and file sizes), ``queries``/``texts``/``ground_truth``
         (queries.csv's bytes and the image ids it refers to); ``None``: both."""

@@ -202,6 +202,10 @@ class SimatDataset:
         return [Item(str(int(tr.dataset_id[i])), str(folder / n)) for i, n in zip(order.tolist(), names)]
 
     # --- fingerprints --------------------------------------------------------------------------------
+    def role_fingerprint(self, role: str) -> str:
+        """The content key of one role (``database``, ``queries``, ``texts``), for the stage keys."""
+        return self.fingerprint(role)
+
     def fingerprint(self, role: str | None = None) -> str:
         """sha256 of what a role serves: ``database`` (ids, region ids, image file sizes), ``queries``
         (the split's ids, sources and words), ``texts`` (the word list), ``ground_truth`` (OSCAR matrix

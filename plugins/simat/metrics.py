@@ -55,7 +55,7 @@ class SimatScore:
 
     protocol = "simat-top1-oracle"
     version = "1"
-    input_type = ComposedRetrieval
+    input_type = "composed_retrieval"
 
     def __call__(self, ground_truth: SimatGroundTruth, retrieval: ComposedRetrieval) -> dict[str, Any]:
         out = simat_outcomes(ground_truth, retrieval, k=1)
@@ -86,7 +86,7 @@ class SimatOracleRecall:
 
     protocol = "simat-oracle-recall"
     version = "1"
-    input_type = ComposedRetrieval
+    input_type = "composed_retrieval"
 
     def __init__(self, k: int = 5) -> None:
         if k < 1:
@@ -113,7 +113,7 @@ class ComposedRecall:
 
     protocol = "composed-recall"
     version = "1"
-    input_type = ComposedRetrieval
+    input_type = "composed_retrieval"
 
     def __init__(self, ks: Sequence[int] = (1, 5, 10, 50)) -> None:
         ks = tuple(int(k) for k in ks)
