@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from harness import safe_yaml
 from harness.errors import SpecError, SpecIssue, UserError
 from harness.hashing import sha256_json
 from harness.params import check_params
@@ -135,18 +136,7 @@ def dotted(path: PathT) -> str:
 def _read_yaml(text: str, source: str) -> tuple[Any, _Locations, list[SpecIssue]]:
     loc = _Locations(source)
     issues: list[SpecIssue] = []
-    loader = yaml.SafeLoader(text)
-    try:  # one parse: the node tree (for line numbers) and the data built from it
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"{source}:{mark.line + 1}" if mark else source
-        raise SpecError([SpecIssue(line, "", f"invalid YAML: {exc.problem or exc}")]) from None
-    except yaml.YAMLError as exc:
-        raise SpecError([SpecIssue(source, "", f"invalid YAML: {exc}")]) from None
-    finally:
-        loader.dispose()
+    node, data = safe_yaml.compose(text, source)  # size, depth and alias-expansion limits
     if node is not None:
         _walk_nodes(node, (), loc, issues)
     return data, loc, issues
@@ -182,11 +172,11 @@ def apply_override(data: Any, assignment: str, loc: _Locations) -> Any:
     path_text, value_text = assignment.split("=", 1)
     path = parse_path(path_text)
     try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {path_text}: value is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        data = {}
+        value = safe_yaml.load_value(value_text, f"--set {path_text}")
+    except SpecError as exc:
+        raise UserError(f"--set {path_text}: {exc.issues[0].message}") from None
+    if not isinstance(data, dict):  # the file's own problem (not a mapping) is reported by validation
+        raise _not_a_mapping(data, loc)
     parent: Any = data
     for i, key in enumerate(path[:-1]):
         child = _child(parent, key, path[: i + 1], path_text)
@@ -229,14 +219,11 @@ def _assign(parent: Any, key: Any, value: Any, text: str) -> None:
 def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry: Any = None) -> Spec:
     """Read, override and validate a spec; raises SpecError listing every problem found."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{source}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{source}: cannot read spec: {exc}") from None
+    text = safe_yaml.read_text(path)  # a regular file, size-limited; UserError naming it otherwise
     data, loc, issues = _read_yaml(text, source)
     data = copy.deepcopy(data) if data is not None else {}
+    if overrides and not isinstance(data, dict):
+        raise _not_a_mapping(data, loc)
     for assignment in overrides:
         data = apply_override(data, assignment, loc)
     if registry is None:
@@ -244,6 +231,11 @@ def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry:
 
         registry = get_registry()
     return validate(data, loc, issues, registry)
+
+
+def _not_a_mapping(data: Any, loc: _Locations) -> SpecError:
+    return SpecError([SpecIssue(loc.of(()), "", f"a spec must be a mapping of keys (task, dataset, ...), "
+                                                f"got {type(data).__name__}")])
 
 
 def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any) -> Spec:
