@@ -21,6 +21,7 @@ import numpy as np
 from harness.cache import Cache, make_key
 from harness.errors import PluginError, UserError
 from harness.extract import extract
+from harness.npy import NpyWriter
 from harness.parts import ROLES, Item, Neighbors, Retrieval
 from harness.plugins import Part, Registry
 from harness.progress import Reporter
@@ -311,14 +312,9 @@ class Run:
         dims = {s.shape[1] for s in shards}
         if len(dims) > 1:
             raise PluginError(f"descriptor {self.spec.descriptor.name!r} returned different dimensions: {sorted(dims)}")
-        out = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32,
-                                         shape=(len(items), dims.pop() if dims else 0))
-        pos = 0
-        for s in shards:
-            out[pos : pos + len(s)] = s
-            pos += len(s)
-        out.flush()
-        del out
+        with NpyWriter(work / "vectors.npy", (len(items), dims.pop() if dims else 0)) as out:  # no mmap: no SIGBUS
+            for s in shards:
+                out.write(s)
         return {"items": len(items), "shards": len(shards), "shards_reused": reused, "_superseded": shard_keys}
 
 
@@ -330,7 +326,7 @@ def _apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> 
     """Apply fitted steps to ``x`` and save float32 rows to ``out_path``; returns the output dimension.
 
     Steps that declare ``rowwise = True`` (each output row depends only on its input row) are applied
-    block by block from the memory-mapped input into a memory-mapped output, so a 1M x 2048 database
+    block by block from the memory-mapped input into the output file, so a 1M x 2048 database
     never sits in memory whole; any other step gets the whole array.
     """
     if not all(getattr(p, "rowwise", False) for p in steps) or len(x) <= POSTPROCESS_BLOCK:
@@ -339,18 +335,20 @@ def _apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> 
             y = p.apply(y, role)
         np.save(out_path, np.ascontiguousarray(y, dtype=np.float32))
         return int(y.shape[1])
-    out = None
-    for start in range(0, len(x), POSTPROCESS_BLOCK):
-        y = np.asarray(x[start : start + POSTPROCESS_BLOCK])
-        for p in steps:
-            y = p.apply(y, role)
-        if out is None:
-            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(x), y.shape[1]))
-        out[start : start + len(y)] = y
-    out.flush()
-    dim = int(out.shape[1])
-    del out
-    return dim
+    out: NpyWriter | None = None
+    try:
+        for start in range(0, len(x), POSTPROCESS_BLOCK):
+            y = np.asarray(x[start : start + POSTPROCESS_BLOCK])
+            for p in steps:
+                y = p.apply(y, role)
+            if out is None:  # ordinary writes, not a memory map: a full disk is an error, not a SIGBUS
+                out = NpyWriter(out_path, (len(x), y.shape[1]))
+            out.write(y)
+        out.close()
+    finally:
+        if out is not None:
+            out.abort()  # a no-op once closed
+    return out.shape[1]
 
 
 def _plain_number(v: Any) -> Any:
