@@ -191,6 +191,8 @@ class Cache:
         except OSError as exc:
             if is_disk_full(exc) or _under(exc, self.root):
                 raise self._error(exc) from None
+            if exc.errno is None and _nearly_full(self.root):  # a library's bare short write
+                raise self._error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
             raise
         finally:
             work.release()  # removes what is left: everything unless it was published
@@ -234,12 +236,21 @@ class Cache:
         where = where or f"the cache {short_path(self.root)}"
         if is_disk_full(exc):
             return UserError(f"no space left on the device holding {where} (free some space, or use --cache-dir)")
-        return environment_error(exc, where) if is_environment_error(exc) else UserError(f"{where}: {exc}")
+        return environment_error(exc, where) if is_environment_error(exc) else UserError(f"cannot write {where}: {exc}")
 
     def close(self) -> None:
         if self._own is not None:
             self._own.release()
             self._own = None
+
+
+def _nearly_full(root: Path, margin: int = 1 << 20) -> bool:
+    """Less than ``margin`` bytes free on the device of ``root`` (checked before cleaning up)."""
+    try:
+        st = os.statvfs(root)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 def _under(exc: OSError, root: Path) -> bool:

@@ -111,6 +111,7 @@ def plugins(as_json: bool) -> None:
 @click.argument("kind", type=click.Choice(KIND_CHOICES), metavar="KIND")
 def list_parts(kind: str) -> None:
     """List registered parts of one KIND with their one-line docs and parameters."""
+    from rich.markup import escape  # plugin text is not markup: "[min, max]" must print as written
     from rich.table import Table
 
     from harness.params import describe_params
@@ -125,7 +126,7 @@ def list_parts(kind: str) -> None:
         params = ", ".join(
             f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}") for p in describe_params(part.factory)
         )
-        table.add_row(name, f"{part.plugin} ({part.package})", part.doc, params)
+        table.add_row(*(escape(t) for t in (name, f"{part.plugin} ({part.package})", part.doc, params)))
     _console().print(table)
     if not reg.names(kind):
         click.echo(f"no {kind} registered", err=True)
@@ -227,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         if is_environment_error(exc):  # a full disk, a read-only or unwritable directory, a name too long
             _fail(error_lines(environment_error(exc)), 2)
         _internal(exc)
+    except MemoryError as exc:  # what parameters or inputs asked for exceeds this machine
+        if debug:
+            raise
+        detail = one_line(str(exc), 300) if str(exc) else "an allocation failed"
+        _fail([f"out of memory: {detail} (smaller batch sizes, dimensions or k need less)"], 2)
     except SystemExit as exc:  # click never raises it here (standalone_mode=False): plugin code did
         if debug:
             raise

@@ -77,24 +77,20 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def environment_message(exc: OSError, where: str | None = None) -> str:
-    """One line for a file-system failure: ``no space left on ...`` or ``PATH: reason``.
-
-    ``where`` says what was being written (e.g. "the cache /data/cache") when the OSError itself
-    carries no file name (a failed ``write`` does not)."""
+    """One line for a file-system failure: ``no space left on ...``, or ``[cannot write WHERE: ]PATH:
+    reason``. ``where`` names what was being written (e.g. "the cache /data/cache"): a failed
+    ``write`` carries no file name."""
     from harness.messages import short_path
 
     name = exc.filename
     path = short_path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else None
     if is_disk_full(exc):
-        target = where or (f"the device holding {path}" if path else "device")
-        return f"no space left on {target}" + (f" (writing {path})" if where and path else "")
+        return f"no space left on the device holding {where or path or 'a file being written'}"
     reason = exc.strerror or type(exc).__name__
-    if path is None:
-        return f"{where}: {reason}" if where else reason
-    text = f"{path}: {reason}"
+    text = f"{path}: {reason}" if path and not (where and where.endswith(path)) else reason
     if exc.filename2 is not None:
         text += f" (and {short_path(os.fsdecode(exc.filename2))})"
-    return f"{text} ({where})" if where else text
+    return f"cannot write {where}: {text}" if where else text
 
 
 def environment_error(exc: OSError, where: str | None = None) -> UserError:

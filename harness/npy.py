@@ -64,3 +64,14 @@ class NpyWriter:
             self.close()
         else:
             self.abort()
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``np.save`` for 2-D numeric arrays, written with Python's file writes: numpy's own writer
+    reports a full disk as a bare short write (``OSError: N requested and M written``, no errno)."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.dtype.hasobject:
+        np.save(path, array)
+        return
+    with NpyWriter(path, array.shape, array.dtype) as out:
+        out.write(array)

@@ -21,7 +21,7 @@ import numpy as np
 from harness.cache import Cache, make_key
 from harness.errors import PluginError, UserError
 from harness.extract import extract
-from harness.npy import NpyWriter
+from harness.npy import NpyWriter, save_npy
 from harness.parts import ROLES, Item, Neighbors, Retrieval
 from harness.plugins import Part, Registry
 from harness.progress import Reporter
@@ -167,7 +167,7 @@ class Run:
                     p.fit(tr)
                     tr = p.apply(tr, "train") if tr is not None else None
                 if tr is not None:
-                    np.save(work / "train.npy", np.ascontiguousarray(tr, dtype=np.float32))
+                    save_npy(work / "train.npy", np.ascontiguousarray(tr, dtype=np.float32))
                 dims = {role: _apply_chain(post, described(role), role, work / f"{role}.npy")
                         for role in ("queries", "database")}
                 return {"dim": dims["queries"]}
@@ -303,7 +303,7 @@ class Run:
                     with self.cache.write(shard_key, {"stage": f"describe:{role}:shard"}) as w:
                         vec = extract(descriptor, chunk, batch_size=ex.get("batch_size", 32),
                                       workers=ex.get("workers"), progress=advance)
-                        np.save(w / "vectors.npy", vec)
+                        save_npy(w / "vectors.npy", vec)
                     entry = self.cache.lookup(shard_key)
                 else:
                     reused += 1
@@ -333,7 +333,7 @@ def _apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> 
         y = np.asarray(x)
         for p in steps:
             y = p.apply(y, role)
-        np.save(out_path, np.ascontiguousarray(y, dtype=np.float32))
+        save_npy(out_path, np.ascontiguousarray(y, dtype=np.float32))
         return int(y.shape[1])
     out: NpyWriter | None = None
     try:

@@ -21,6 +21,7 @@ import yaml
 from harness import safe_yaml
 from harness.errors import SpecError, SpecIssue, UserError
 from harness.hashing import sha256_json
+from harness.messages import short_repr
 from harness.params import check_params
 
 PathT = tuple  # tuple of str keys / int indices
@@ -49,6 +50,8 @@ FIELDS: dict[str, FieldRule] = {
 }
 
 EXTRACTION_FIELDS = {"batch_size": 1, "workers": 0, "shard_size": 1}  # key -> smallest allowed value
+#: key -> largest allowed value: a batch or a shard is held in memory, each worker is a process
+EXTRACTION_MAX = {"batch_size": 65536, "workers": 256, "shard_size": 10_000_000}
 
 
 @dataclass(frozen=True)
@@ -331,8 +334,9 @@ def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, int]:
         if k not in EXTRACTION_FIELDS:
             close = difflib.get_close_matches(str(k), list(EXTRACTION_FIELDS), n=1, cutoff=0.6)
             issue(path + (k,), "unknown key", close[0] if close else None)
-        elif isinstance(v, bool) or not isinstance(v, int) or v < EXTRACTION_FIELDS[k]:
-            issue(path + (k,), f"expected an integer >= {EXTRACTION_FIELDS[k]}, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or not EXTRACTION_FIELDS[k] <= v <= EXTRACTION_MAX[k]:
+            issue(path + (k,), f"expected an integer from {EXTRACTION_FIELDS[k]} to {EXTRACTION_MAX[k]:,}, "
+                               f"got {short_repr(v)}")
         else:
             out[k] = v
     return out

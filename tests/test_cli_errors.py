@@ -6,9 +6,7 @@ fix, and no line can be forged or blown up by user data."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -17,9 +15,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UserError
-
-PY = sys.executable
-TESTS = Path(__file__).parent
+from plugin_site import fake_distribution, run_harness, toy_site
 
 
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:
@@ -127,17 +123,6 @@ def test_short_repr_is_bounded_in_time_and_size_on_shared_references():
 # -- point 11: plugins that exit or print ----------------------------------------------------------------
 
 
-def _fake_distribution(site: Path, name: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
-    """A distribution visible to importlib.metadata without pip: a module and a dist-info folder."""
-    for mod, source in modules.items():
-        (site / f"{mod}.py").write_text(textwrap.dedent(source))
-    info = site / f"{name.replace('-', '_')}-0.1.dist-info"  # the folder's stem before '-' is the name
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    eps = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[harness]\n{eps}")
-
-
 EXITING = {
     "exits_at_import": """
         import os, sys
@@ -171,16 +156,13 @@ EXITING = {
 @pytest.fixture(scope="module")
 def exiting_site(tmp_path_factory):
     site = tmp_path_factory.mktemp("site")
-    _fake_distribution(site, "harness-exiting", EXITING, {"exits_at_import": "exits_at_import",
-                                                          "exits_in_part": "exits_in_part"})
-    return site
+    fake_distribution(site, "harness-exiting", EXITING, {"exits_at_import": "exits_at_import",
+                                                         "exits_in_part": "exits_in_part"})
+    return toy_site(site)
 
 
 def _harness(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               HARNESS_CACHE_DIR=str(cwd / "cache"))
-    return subprocess.run([PY, "-m", "harness", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
+    return run_harness(site, *args, cwd=cwd)
 
 
 def test_a_plugin_exiting_or_printing_at_import_is_isolated_and_json_stays_clean(exiting_site, tmp_path):
@@ -202,22 +184,29 @@ def test_a_part_raising_system_exit_is_reported_like_any_plugin_failure(exiting_
         index: {{name: brute}}
         metrics: [{{name: recall_at}}]
     """))
-    env_plugins = _toy_entry_point(exiting_site)
-    res = _harness(env_plugins, "run", str(spec), "--json", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    res = _harness(exiting_site, "run", str(spec), "--json", "--output", str(tmp_path / "out"), cwd=tmp_path)
     assert res.returncode == 1, res.stderr
     assert res.stdout == ""
     assert res.stderr.splitlines()[-1] == ("internal error: plugin code raised SystemExit('bye') "
                                            "(run again with --debug for the traceback)")
     assert not list((tmp_path / "cache" / "tmp").glob("*/")), "the cache temp dir was cleaned up"
 
-    res = _harness(env_plugins, "run", str(spec), "--set", "descriptor={name: quits_at_creation}", cwd=tmp_path)
+    res = _harness(exiting_site, "run", str(spec), "--set", "descriptor={name: quits_at_creation}", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.splitlines()[-1] == ("error: descriptor 'quits_at_creation' (package harness-exiting) could "
                                            "not be created: SystemExit: 4")
 
 
-def _toy_entry_point(site: Path) -> Path:
-    """The exiting site plus the tests' toy plugins (toy dataset, brute index, recall_at metric)."""
-    if not (site / "harness_toys-0.1.dist-info").exists():
-        _fake_distribution(site, "harness_toys", {}, {"toys": "toy_plugins"})
-    return site
+# -- point 14: plugin text is not markup ------------------------------------------------------------
+
+
+def test_list_keeps_bracketed_text_of_descriptions_and_parameters(monkeypatch):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    monkeypatch.setenv("COLUMNS", "400")
+    out = CliRunner().invoke(cli, ["list", "transform"]).output
+    assert "Gaussian blur with a radius in [min_radius, max_radius] pixels" in out
+    out = CliRunner().invoke(cli, ["list", "descriptor"]).output
+    assert "bins: tuple[int, int, int] = (8, 3, 3)" in out

@@ -353,3 +353,43 @@ def test_a_spec_that_is_not_a_mapping_says_so_even_with_set(tmp_path):
     empty.write_text("")
     with pytest.raises(UserError, match="missing required key 'dataset'"):
         load_spec(empty, ["task=t"])
+
+
+# -- parameters that ask for absurd memory -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_plugins_site(tmp_path_factory):
+    from plugin_site import toy_site
+
+    return toy_site(tmp_path_factory.mktemp("site"))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("descriptor={name: random, dim: 10000000000}",
+     "error: random: descriptors of 10,000,000,000 dimensions, over the limit of 1,048,576"),
+    ("descriptor={name: phash, hash_size: 100000}",
+     "error: phash: descriptors of 10,000,000,000 dimensions, over the limit of 1,048,576"),
+    ("descriptor={name: gist, size: 100000, grid: 4}",
+     "error: gist: size 100000 with 4 x 8 filters and batch_size 8 needs"),
+    ("descriptor={name: color_histogram, size: 1000000}", "error: color_histogram: size 1000000 (a batch of 32 images) needs"),
+    ("index={name: faiss, search: {k: 1000000000000}}", "error: index faiss: search.k = 1,000,000,000,000 for 6 queries needs"),
+    ("extraction={batch_size: 1000000000}", "extraction.batch_size: expected an integer from 1 to 65,536, got 1000000000"),
+    ("extraction={workers: 100000}", "extraction.workers: expected an integer from 0 to 256, got 100000"),
+    # within this machine's memory but not within the process's (capped): the allocation fails cleanly
+    ("index={name: faiss, search: {k: 100000000}}", "error: out of memory: Unable to allocate"),
+])
+def test_parameters_that_ask_for_absurd_memory(toy_plugins_site, tmp_path, override, expected):
+    from plugin_site import TESTS
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"task: t\ndataset: {{name: toy, root: {tmp_path / 'data'}}}\ndescriptor: {{name: random, dim: 8}}\n"
+                    "index: {name: brute}\nmetrics: [{name: recall_at}]\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(toy_plugins_site), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+               HARNESS_CACHE_DIR=str(tmp_path / "cache"))
+    res = subprocess.run([PY, "-m", "harness", "run", str(spec), "-q", "--no-cache", "--set", override, "--output",
+                          str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+                         preexec_fn=_cap_memory)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
