@@ -51,8 +51,9 @@ def run(spec: str, overrides: tuple[str, ...], output_dir: str, as_json: bool, n
     from harness.runner import run_spec
 
     reporter = Reporter(quiet=quiet)
-    doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
-                         output_dir=output_dir, reporter=reporter)
+    with _json_stdout(as_json):  # with --json, stdout holds the document alone, whatever plugins print
+        doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
+                             output_dir=output_dir, reporter=reporter)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -177,13 +178,23 @@ def score(track: str, submission: str, ground_truth: str, scorer: str | None, ma
         p = problems[0]
         flag = "--" + (p.param or "").replace("_", "-")
         raise UserError(f"track {track!r} does not support {flag}" if p.message == "unknown parameter" else f"{flag}: {p.message}")
-    result = reg.create("scorer", track, options).score(submission, ground_truth)
+    with _json_stdout(as_json):
+        result = reg.create("scorer", track, options).score(submission, ground_truth)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=_json_default))
         return
     from harness.render import render_scores
 
     render_scores(_console(), track, result)
+
+
+def _json_stdout(as_json: bool) -> Any:
+    """While a --json command computes, stdout goes to stderr (plugin prints cannot corrupt the JSON)."""
+    from contextlib import nullcontext
+
+    from harness.plugins import stdout_to_stderr
+
+    return stdout_to_stderr() if as_json else nullcontext()
 
 
 def _json_default(obj: Any) -> Any:

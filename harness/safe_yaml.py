@@ -12,12 +12,12 @@ tree is composed, so a deep file never reaches PyYAML's recursive composer.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any
 
 import yaml
 
 from harness.errors import SpecError, SpecIssue, UserError
+from harness.files import NotRegularFile, open_regular
 from harness.messages import short_path
 
 #: Largest spec file read (bytes); real specs are about 1 KB.
@@ -32,40 +32,28 @@ MAX_CHARS = 4 * MAX_SPEC_BYTES
 def read_text(path: str | os.PathLike[str], *, what: str = "spec", max_bytes: int = MAX_SPEC_BYTES) -> str:
     """The UTF-8 text of a regular file of at most ``max_bytes``; anything else is a UserError.
 
-    Opened non-blocking (a FIFO without a writer must not hang us), checked with ``fstat`` on the
-    opened descriptor (no race with a swapped path), and read to ``max_bytes + 1`` at most (a file in
-    /proc reports size 0 and may not end)."""
+    Opened with :func:`harness.files.open_regular` (a FIFO without a writer must not hang us) and read
+    to ``max_bytes + 1`` bytes at most (a file in /proc reports size 0 and may not end)."""
     name = short_path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        fh = open_regular(path)
     except FileNotFoundError:
         raise UserError(f"{name}: {what} file not found") from None
+    except NotRegularFile as exc:
+        raise UserError(f"{name}: {exc.strerror}, expected a {what} file") from None
     except OSError as exc:
         raise UserError(f"{name}: cannot read {what}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise UserError(f"{name}: is a directory, expected a {what} file")
-        if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{name}: not a regular file (a FIFO, device or socket), expected a {what} file")
-        if st.st_size > max_bytes:
-            raise UserError(f"{name}: {what} file is {st.st_size:,} bytes, over the {max_bytes:,}-byte limit")
-        os.set_blocking(fd, True)
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise UserError(f"{name}: cannot read {what}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise UserError(f"{name}: {what} file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise UserError(f"{name}: cannot read {what}: {exc.strerror}") from None
+    size = len(data)
     if size > max_bytes:
         raise UserError(f"{name}: {what} file is over the {max_bytes:,}-byte limit")
-    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

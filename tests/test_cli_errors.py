@@ -141,6 +141,11 @@ EXITING = {
             def describe(self, images):
                 sys.exit("bye")
 
+        class Chatty(MeanColor):
+            def describe(self, images):
+                print("describing", len(images), "images")
+                return super().describe(images)
+
         class QuitsAtCreation:
             def __init__(self):
                 raise SystemExit(4)
@@ -148,6 +153,7 @@ EXITING = {
         @harness.hookimpl
         def register_descriptors(register):
             register("quitter", Quitter)
+            register("chatty", Chatty)
             register("quits_at_creation", QuitsAtCreation)
     """,
 }
@@ -170,9 +176,19 @@ def test_a_plugin_exiting_or_printing_at_import_is_isolated_and_json_stays_clean
     assert res.returncode == 0, res.stderr
     listing = {p["name"]: p for p in json.loads(res.stdout)}  # stdout is the JSON document alone
     assert listing["exits_at_import"]["errors"] == ["import: SystemExit: 3"]
-    assert listing["exits_in_part"]["parts"] == {"descriptor": ["quits_at_creation", "quitter"]}
+    assert listing["exits_in_part"]["parts"] == {"descriptor": ["chatty", "quits_at_creation", "quitter"]}
     assert listing["disc21"]["errors"] == []
     assert "hello from a chatty plugin" in res.stderr and "and from C-level stdout" in res.stderr
+
+
+def test_a_part_printing_while_it_runs_cannot_break_json_output(exiting_site, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"task: t\ndataset: {{name: toy, root: {tmp_path / 'data'}}}\ndescriptor: {{name: chatty}}\n"
+                    "index: {name: brute}\nmetrics: [{name: recall_at}]\n")
+    res = _harness(exiting_site, "run", str(spec), "--json", "-q", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["task"] == "t"
+    assert "describing" in res.stderr
 
 
 def test_a_part_raising_system_exit_is_reported_like_any_plugin_failure(exiting_site, tmp_path):

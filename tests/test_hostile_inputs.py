@@ -393,3 +393,24 @@ def test_parameters_that_ask_for_absurd_memory(toy_plugins_site, tmp_path, overr
     assert res.returncode == 2, res.stderr[-2000:]
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_an_image_that_is_a_fifo_or_a_device_is_one_line_not_a_hang(tmp_path):
+    """Datasets that list their images (revisitop's imlist) open whatever path a name gives."""
+    fifo = tmp_path / "im.jpg"
+    os.mkfifo(fifo)  # nobody will ever write to it: a plain open() would block forever
+    code = textwrap.dedent(f"""
+        from harness.errors import UserError
+        from harness.parts import Item
+        for path in ({str(fifo)!r}, "/dev/zero", {str(tmp_path)!r}):
+            try:
+                Item("x", path).load()
+            except UserError as exc:
+                print(exc)
+    """)
+    res = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, preexec_fn=_cap_memory)
+    assert res.stdout.splitlines() == [
+        f"{fifo}: not a regular file (a FIFO, device or socket), expected an image file",
+        "/dev/zero: not a regular file (a FIFO, device or socket), expected an image file",
+        f"{tmp_path}: a directory, expected an image file",
+    ], res.stderr
