@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_SUFFIX = ".lock"
+_HIDDEN = ".locking-"  # + prefix + random: a lock file before it is renamed to its final name
 #: Directories without a lock file are swept once older than this (seconds).
 UNLOCKED_AGE_S = 24 * 3600
 
@@ -44,7 +45,7 @@ class PrivateDir:
         self.lock = self.path.with_name(self.path.name + LOCK_SUFFIX)
         self._fd: int | None = None
         try:
-            self._fd = _locked_file(parent, self.lock)
+            self._fd = _locked_file(parent, self.lock, prefix)
         except BaseException:
             shutil.rmtree(self.path, ignore_errors=True)
             raise
@@ -65,11 +66,11 @@ class PrivateDir:
         self.release()
 
 
-def _locked_file(parent: Path, final: Path) -> int | None:
+def _locked_file(parent: Path, final: Path, prefix: str) -> int | None:
     """Create ``final`` already locked: a hidden file is locked, then renamed to its final name."""
     if fcntl is None:
         return None
-    fd, hidden = tempfile.mkstemp(prefix=".locking-", dir=parent)
+    fd, hidden = tempfile.mkstemp(prefix=f"{_HIDDEN}{prefix}", dir=parent)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.write(fd, f"{os.getpid()}\n".encode())  # for people looking at the folder
@@ -95,7 +96,7 @@ def sweep(parent: str | os.PathLike[str], prefix: str = "", *, unlocked_age_s: f
     now = time.time()
     for name in names:
         path = parent / name
-        if name.startswith(".locking-"):  # a lock being created, or one whose creator died
+        if name.startswith(_HIDDEN + prefix):  # a lock being created, or one whose creator died
             if _older(path, now, 3600):
                 with suppress(OSError):
                     os.unlink(path)
