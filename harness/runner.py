@@ -298,17 +298,20 @@ class Run:
                 chunk = items[start : start + shard_size]
                 shard_key = make_key(stage="describe-shard", parent=key, start=start, ids=[it.id for it in chunk])
                 shard_keys.append(shard_key)
-                entry = self.cache.lookup(shard_key)
-                if entry is None:
+                # a concurrent run that finishes this stage first removes the shards it superseded:
+                # a shard may vanish between lookup and load (a mapped one stays readable)
+                shard = _load_shard(self.cache.lookup(shard_key))
+                if shard is None:
                     with self.cache.write(shard_key, {"stage": f"describe:{role}:shard"}) as w:
                         vec = extract(descriptor, chunk, batch_size=ex.get("batch_size", 32),
                                       workers=ex.get("workers"), progress=advance)
                         save_npy(w / "vectors.npy", vec)
-                    entry = self.cache.lookup(shard_key)
+                    shard = _load_shard(self.cache.lookup(shard_key))
+                    shard = vec if shard is None else shard
                 else:
                     reused += 1
                     advance(len(chunk))
-                shards.append(np.load(entry / "vectors.npy", mmap_mode="r"))
+                shards.append(shard)
         dims = {s.shape[1] for s in shards}
         if len(dims) > 1:
             raise PluginError(f"descriptor {self.spec.descriptor.name!r} returned different dimensions: {sorted(dims)}")
@@ -316,6 +319,16 @@ class Run:
             for s in shards:
                 out.write(s)
         return {"items": len(items), "shards": len(shards), "shards_reused": reused, "_superseded": shard_keys}
+
+
+def _load_shard(entry: Path | None) -> np.ndarray | None:
+    """A cached shard's vectors (memory-mapped), or None if the entry is absent or was just removed."""
+    if entry is None:
+        return None
+    try:
+        return np.load(entry / "vectors.npy", mmap_mode="r")
+    except FileNotFoundError:
+        return None
 
 
 #: Rows per block when every post-processing step is row-wise: bounds memory at database scale.
