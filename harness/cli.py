@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -279,6 +280,9 @@ def _click_message(exc: click.ClickException) -> str:
     return message
 
 
+_FORK_HOOK = False
+
+
 def _terminate_like_interrupt() -> Any:
     """SIGTERM raises :class:`Terminated` in the main thread, so cleanup runs as for Ctrl-C (a second
     SIGTERM during the cleanup kills at once: the next run sweeps what is left)."""
@@ -292,6 +296,10 @@ def _terminate_like_interrupt() -> Any:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated()
 
+    global _FORK_HOOK
+    if not _FORK_HOOK and hasattr(os, "register_at_fork"):  # forked workers (loaders) just die on SIGTERM
+        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        _FORK_HOOK = True
     try:
         return signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):  # pragma: no cover - no signals here (embedded interpreter)
