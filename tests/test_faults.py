@@ -213,7 +213,7 @@ def test_result_documents_never_overwrite_each_other(tmp_path, monkeypatch):
 
 def test_simultaneous_runs_on_one_cache_all_succeed_with_one_document_each(site, tmp_path):
     spec = _spec(tmp_path)
-    n = 6
+    n = 4
     # the toy dataset writes its images on first use, unsafely: build it before the concurrent runs
     assert run_harness(site, "run", str(spec), "-q", "--no-cache", "--output", str(tmp_path / "first"),
                        cwd=tmp_path).returncode == 0
