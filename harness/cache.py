@@ -9,16 +9,22 @@ cache directory (``$XDG_CACHE_HOME/harness`` or ``~/.cache/harness``).
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import os
-import shutil
 import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
+from harness.errors import UserError, environment_error, is_disk_full, is_environment_error
 from harness.hashing import sha256_json  # not harness.spec: the cache needs no YAML
+from harness.messages import short_path
+from harness.workdirs import UNLOCKED_AGE_S, PrivateDir, sweep
+
+NOCACHE_PREFIX = "harness-nocache-"
 
 
 def default_cache_dir() -> Path:
@@ -73,18 +79,89 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_NO_HARD_LINKS = {getattr(errno, n) for n in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "EXDEV", "EMLINK", "ENOSYS")
+                  if hasattr(errno, n)}
+
+
+def publish_new_file(directory: Path, names: Iterable[str], data: bytes) -> Path:
+    """Write ``data`` under the first of ``names`` that does not exist yet, atomically and without ever
+    replacing a file, even when other processes publish under the same names at the same moment.
+
+    The data is written and fsynced under a private name, then hard-linked to its final name (a link
+    fails if the name exists, so two writers never share one). Where hard links are not supported, the
+    name is claimed with an exclusive create instead (unique, though not atomic)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".publishing-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name in names:
+            path = directory / name
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                return _create_exclusive(directory, path, names, data)
+            fsync_dir(directory)
+            return path
+        raise FileExistsError(f"no free name in {directory}")  # pragma: no cover - names is infinite
+    finally:
+        with suppress(OSError):
+            os.unlink(tmp)
+
+
+def _create_exclusive(directory: Path, first: Path, more: Iterable[str], data: bytes) -> Path:
+    for path in itertools.chain([first], (directory / n for n in more)):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(path)
+            raise
+        fsync_dir(directory)
+        return path
+    raise FileExistsError(f"no free name in {directory}")  # pragma: no cover
+
+
 class Cache:
     """A directory of immutable, atomically published stage outputs. ``enabled=False`` never reads
-    existing entries (``--no-cache``) but still writes into a throw-away location."""
+    existing entries (``--no-cache``) but still writes into a throw-away location.
+
+    Entries are written in private directories under ``tmp/`` (see :mod:`harness.workdirs`): those of
+    killed runs are swept by the next run that writes, and never those of a run still alive. Several
+    runs may share one cache: two writers of one key both succeed (the second finds it published),
+    and removing an entry that another run removed first is not an error. File-system failures
+    (full disk, read-only or unwritable directory) are user errors naming the cache."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
+        self._own: PrivateDir | None = None
         if enabled:
             self.root = Path(root) if root is not None else default_cache_dir()
         else:
-            self.root = Path(tempfile.mkdtemp(prefix="harness-nocache-"))
+            base = tempfile.gettempdir()
+            sweep(base, NOCACHE_PREFIX)
+            try:
+                self._own = PrivateDir(base, NOCACHE_PREFIX)
+            except OSError as exc:
+                raise self._error(exc, f"the temporary directory {base}") from None
+            self.root = self._own.path
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
+        self._swept = False
 
     def path(self, key: str) -> Path:
         return self.objects / key[:2] / key
@@ -94,53 +171,93 @@ class Cache:
         path = self.path(key)
         return path if (path / "meta.json").is_file() else None
 
+    def sweep_tmp(self) -> int:
+        """Remove the private directories of runs that are gone (killed, crashed); returns how many."""
+        self._swept = True
+        return sweep(self.tmp)
+
     @contextmanager
     def write(self, key: str, meta: dict[str, Any] | None = None) -> Iterator[Path]:
         """Yield a private directory to fill; on success it is published as the entry for ``key``."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=self.tmp))
+        if not self._swept:
+            self.sweep_tmp()
         try:
-            yield work
-            (work / "meta.json").write_text(
-                json.dumps({"key": key, "created": time.time(), **(meta or {})}, indent=1, default=str)
-            )
-            fsync_tree(work)
-            final = self.path(key)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(work, final)
-            except OSError:
-                if (final / "meta.json").is_file():  # another process published the same key first
-                    shutil.rmtree(work, ignore_errors=True)
-                else:
-                    raise
-            fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
+            work = PrivateDir(self.tmp, f"{key[:12]}-")
+        except OSError as exc:
+            raise self._error(exc) from None
+        try:
+            yield work.path
+            self._publish(key, work.path, meta)
+        except OSError as exc:
+            if is_disk_full(exc) or _under(exc, self.root):
+                raise self._error(exc) from None
+            if exc.errno is None and _nearly_full(self.root):  # a library's bare short write
+                raise self._error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
             raise
+        finally:
+            work.release()  # removes what is left: everything unless it was published
+
+    def _publish(self, key: str, work: Path, meta: dict[str, Any] | None) -> None:
+        (work / "meta.json").write_text(
+            json.dumps({"key": key, "created": time.time(), **(meta or {})}, indent=1, default=str)
+        )
+        fsync_tree(work)
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(work, final)
+        except OSError:
+            if not (final / "meta.json").is_file():  # else another process published the same key first
+                raise
+        fsync_dir(final.parent)
 
     def remove(self, key: str) -> None:
-        """Drop an entry (atomically: renamed away first, then deleted)."""
+        """Drop an entry (atomically: renamed away first, then deleted). An entry that is not there
+        (never written, or removed by a concurrent run) is not an error."""
         path = self.path(key)
         if not path.exists():
             return
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        doomed = Path(tempfile.mkdtemp(prefix="removed-", dir=self.tmp))
-        os.rename(path, doomed / "entry")
-        shutil.rmtree(doomed, ignore_errors=True)
+        try:
+            with PrivateDir(self.tmp, "removed-") as doomed:
+                try:
+                    os.rename(path, doomed.path / "entry")
+                except FileNotFoundError:
+                    return  # another run removed it between our check and the rename
+        except OSError as exc:
+            raise self._error(exc) from None
 
-    def clean_tmp(self, older_than_s: float = 24 * 3600) -> None:
-        """Remove leftovers of interrupted runs (only old ones: another run may be writing now)."""
-        if not self.tmp.is_dir():
-            return
-        now = time.time()
-        for child in self.tmp.iterdir():
-            try:
-                if now - child.stat().st_mtime > older_than_s:
-                    shutil.rmtree(child, ignore_errors=True)
-            except OSError:
-                pass
+    def clean_tmp(self, older_than_s: float = UNLOCKED_AGE_S) -> int:
+        """Remove leftovers of interrupted runs (see :meth:`sweep_tmp`); directories that carry no
+        lock (older versions) only once older than ``older_than_s``."""
+        self._swept = True
+        return sweep(self.tmp, unlocked_age_s=older_than_s)
+
+    def _error(self, exc: OSError, where: str | None = None) -> UserError:
+        where = where or f"the cache {short_path(self.root)}"
+        if is_disk_full(exc):
+            return UserError(f"no space left on the device holding {where} (free some space, or use --cache-dir)")
+        return environment_error(exc, where) if is_environment_error(exc) else UserError(f"cannot write {where}: {exc}")
 
     def close(self) -> None:
-        if not self.enabled:
-            shutil.rmtree(self.root, ignore_errors=True)
+        if self._own is not None:
+            self._own.release()
+            self._own = None
+
+
+def _nearly_full(root: Path, margin: int = 1 << 20) -> bool:
+    """Less than ``margin`` bytes free on the device of ``root`` (checked before cleaning up)."""
+    try:
+        st = os.statvfs(root)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < margin
+
+
+def _under(exc: OSError, root: Path) -> bool:
+    """An environment error on a file inside the cache (not, say, an unreadable input image)."""
+    if not is_environment_error(exc) or exc.filename is None:
+        return False
+    try:
+        return Path(os.fsdecode(exc.filename)).resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, TypeError):
+        return False

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import click
 
 from harness import __version__
-from harness.errors import UserError
+from harness.errors import Terminated, UserError, environment_error, error_lines, is_environment_error
+from harness.messages import one_line, short_repr
 
 from harness.plugins import KINDS  # light: pluggy only
 
@@ -50,8 +52,9 @@ def run(spec: str, overrides: tuple[str, ...], output_dir: str, as_json: bool, n
     from harness.runner import run_spec
 
     reporter = Reporter(quiet=quiet)
-    doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
-                         output_dir=output_dir, reporter=reporter)
+    with _json_stdout(as_json):  # with --json, stdout holds the document alone, whatever plugins print
+        doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
+                             output_dir=output_dir, reporter=reporter)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -107,9 +110,10 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command(name="list")
-@click.argument("kind", type=click.Choice(KIND_CHOICES))
+@click.argument("kind", type=click.Choice(KIND_CHOICES), metavar="KIND")
 def list_parts(kind: str) -> None:
     """List registered parts of one KIND with their one-line docs and parameters."""
+    from rich.markup import escape  # plugin text is not markup: "[min, max]" must print as written
     from rich.table import Table
 
     from harness.params import describe_params
@@ -128,7 +132,7 @@ def list_parts(kind: str) -> None:
         else:
             params = ", ".join(f"{p.name}: {p.annotation}" + ("" if p.required else f" = {p.default!r}")
                                for p in describe_params(part.factory))
-        table.add_row(name, f"{part.plugin} ({part.package})", part.doc, params)
+        table.add_row(*(escape(t) for t in (name, f"{part.plugin} ({part.package})", part.doc, params)))
     _console().print(table)
     if not reg.names(kind):
         click.echo(f"no {kind} registered", err=True)
@@ -180,13 +184,23 @@ def score(track: str, submission: str | None, ground_truth: str | None, as_json:
     options = parse_track_options(track, part.factory, list(track_options))
     if submission is None or ground_truth is None:
         raise click.UsageError("SUBMISSION and --ground-truth GT are required")
-    result = reg.create("scorer", track, options).score(submission, ground_truth)
+    with _json_stdout(as_json):
+        result = reg.create("scorer", track, options).score(submission, ground_truth)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=_json_default))
         return
     from harness.render import render_scores
 
     render_scores(_console(), track, result, display=getattr(part.factory, "display", None))
+
+
+def _json_stdout(as_json: bool) -> Any:
+    """While a --json command computes, stdout goes to stderr (plugin prints cannot corrupt the JSON)."""
+    from contextlib import nullcontext
+
+    from harness.plugins import stdout_to_stderr
+
+    return stdout_to_stderr() if as_json else nullcontext()
 
 
 def _json_default(obj: Any) -> Any:
@@ -200,29 +214,105 @@ def _json_default(obj: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2 (``--debug``: traceback)."""
+    """Entry point: user errors become one line on stderr and exit code 2 (``--debug``: traceback).
+
+    Every line printed for an error goes through :func:`harness.errors.error_lines` (control
+    characters escaped, bounded length), so user data cannot forge a second ``error:`` line."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    previous = _terminate_like_interrupt()
     try:
         cli.main(args=args, prog_name="harness", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except click.ClickException as exc:  # click's own usage errors: one line like every other error
+        _fail([_click_message(exc)], 2)
     except UserError as exc:
         if debug:
             raise
-        for line in str(exc).splitlines() or ["error"]:
-            click.echo(f"error: {line}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(error_lines(exc), exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
+    except OSError as exc:
+        if debug:
+            raise
+        if is_environment_error(exc):  # a full disk, a read-only or unwritable directory, a name too long
+            _fail(error_lines(environment_error(exc)), 2)
+        _internal(exc)
+    except MemoryError as exc:  # what parameters or inputs asked for exceeds this machine
+        if debug:
+            raise
+        detail = one_line(str(exc), 300) if str(exc) else "an allocation failed"
+        _fail([f"out of memory: {detail} (smaller batch sizes, dimensions or k need less)"], 2)
+    except SystemExit as exc:  # click never raises it here (standalone_mode=False): plugin code did
+        if debug:
+            raise
+        _fail([f"plugin code raised SystemExit({short_repr(exc.code)}) (run again with --debug for the traceback)"],
+              1, "internal error: ")
     except Exception as exc:  # noqa: BLE001 - a bug (ours or a plugin's): one line unless --debug
         if debug:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", err=True)
-        sys.exit(1)
+        _internal(exc)
+    finally:
+        _restore_sigterm(previous)
+
+
+def _fail(lines: list[str], code: int, prefix: str = "error: ") -> None:
+    for line in lines or ["error"]:
+        click.echo(prefix + line, err=True)
+    sys.exit(code)
+
+
+def _internal(exc: BaseException) -> None:
+    _fail([one_line(f"{type(exc).__name__}: {exc} (run again with --debug for the traceback)")], 1,
+          "internal error: ")
+
+
+def _click_message(exc: click.ClickException) -> str:
+    """click's message on one line, naming the command and pointing at its --help."""
+    message = one_line(exc.format_message()).rstrip(".")
+    if message[:2].istitle():  # "Missing option" -> "missing option", as in every other error line
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+    return message
+
+
+_FORK_HOOK = False
+
+
+def _terminate_like_interrupt() -> Any:
+    """SIGTERM raises :class:`Terminated` in the main thread, so cleanup runs as for Ctrl-C (a second
+    SIGTERM during the cleanup kills at once: the next run sweeps what is left)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    global _FORK_HOOK
+    if not _FORK_HOOK and hasattr(os, "register_at_fork"):  # forked workers (loaders) just die on SIGTERM
+        os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        _FORK_HOOK = True
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - no signals here (embedded interpreter)
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous)

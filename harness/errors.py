@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 
 
@@ -82,3 +84,60 @@ class SpecError(UserError):
     def __init__(self, issues: list[SpecIssue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so that a terminated run cleans up as an interrupted one
+    does (``finally`` blocks and cache temp dirs), like KeyboardInterrupt on SIGINT."""
+
+
+#: OSError numbers that describe the machine, not a bug: reported as user errors (exit 2, one line).
+_ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENAMETOOLONG", "ENOTDIR", "EISDIR", "ELOOP",
+                 "EEXIST", "EMLINK", "EMFILE", "ENFILE", "EIO", "ENXIO", "ETXTBSY", "EFBIG", "ENODEV", "EBUSY",
+                 "EOVERFLOW")
+    if hasattr(errno, name)
+)
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """An OSError caused by the file system (permissions, read-only, full, names too long...)."""
+    return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def environment_message(exc: OSError, where: str | None = None) -> str:
+    """One line for a file-system failure: ``no space left on ...``, or ``[cannot write WHERE: ]PATH:
+    reason``. ``where`` names what was being written (e.g. "the cache /data/cache"): a failed
+    ``write`` carries no file name."""
+    from harness.messages import short_path
+
+    name = exc.filename
+    path = short_path(os.fsdecode(name)) if isinstance(name, (str, bytes, os.PathLike)) else None
+    if is_disk_full(exc):
+        return f"no space left on the device holding {where or path or 'a file being written'}"
+    reason = exc.strerror or type(exc).__name__
+    text = f"{path}: {reason}" if path and not (where and where.endswith(path)) else reason
+    if exc.filename2 is not None:
+        text += f" (and {short_path(os.fsdecode(exc.filename2))})"
+    return f"cannot write {where}: {text}" if where else text
+
+
+def environment_error(exc: OSError, where: str | None = None) -> UserError:
+    """The user error for a file-system failure (see :func:`environment_message`)."""
+    return UserError(environment_message(exc, where))
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """The ``error:`` lines of a user error: one per spec issue, otherwise one; each escaped (no raw
+    newline or control character from user data) and cut to a bounded length."""
+    from harness.messages import one_line
+
+    issues = getattr(exc, "issues", None)
+    if isinstance(exc, SpecError) and issues:
+        return [one_line(str(i)) for i in issues]
+    return [one_line(str(exc) or type(exc).__name__)]

@@ -50,10 +50,14 @@ class Item:
 
         from harness.errors import UserError
 
+        from harness.files import NotRegularFile, open_regular  # a FIFO named x.jpg must not block the run
+
         try:
-            with Image.open(self.path) as im:
+            with open_regular(self.path) as fh, Image.open(fh) as im:
                 im.load()
                 image = im.convert("RGB")
+        except NotRegularFile as exc:
+            raise UserError(f"{self.path}: {exc.strerror}, expected an image file") from None
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # missing, truncated, not an image
             raise UserError(f"{self.path}: cannot read image ({type(exc).__name__}: {exc})") from None
         if self.bbox is not None:

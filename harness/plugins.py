@@ -12,10 +12,12 @@ import difflib
 import inspect
 import os
 import re
+import sys
 import traceback
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 
@@ -119,7 +121,7 @@ class Registry:
             return part.factory(**params)
         except UserError:
             raise
-        except Exception as exc:  # a plugin bug or a library's complaint: one line, naming the package
+        except (Exception, SystemExit) as exc:  # a plugin bug or a library's complaint: one line, naming the package
             first = (str(exc).strip().splitlines() or [""])[0]
             raise PluginError(
                 f"{kind} {name!r} (package {part.package}) could not be created: {type(exc).__name__}: {first}"
@@ -157,7 +159,13 @@ def _entry_points() -> Iterable[metadata.EntryPoint]:
 
 def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_points: bool = True) -> Registry:
     """Load plugins from entry points (and ``extra_plugins``: (name, module or object) pairs, for tests)
-    and collect their parts. Never raises because of a plugin."""
+    and collect their parts. Never raises because of a plugin (not even ``sys.exit``), and whatever a
+    plugin prints while loading goes to stderr: stdout carries ``--json`` documents."""
+    with stdout_to_stderr():
+        return _load_registry(extra_plugins, entry_points)
+
+
+def _load_registry(extra_plugins: Iterable[tuple[str, object]], entry_points: bool) -> Registry:
     registry = Registry()
     pm = pluggy.PluginManager("harness")
     pm.add_hookspecs(hookspecs)
@@ -181,9 +189,9 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_poi
         try:
             module = load()
             pm.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - isolation is the point
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation is the point
             registry.failures.append(
-                PluginFailure(name, package, "import", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                PluginFailure(name, package, "import", _failure_text(exc), traceback.format_exc())
             )
             continue
         origins[name] = (package, version)
@@ -214,10 +222,10 @@ def load_registry(extra_plugins: Iterable[tuple[str, object]] = (), *, entry_poi
 
             try:
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001
                 registry.failures.append(
                     PluginFailure(
-                        plugin_name, package, hook_name, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                        plugin_name, package, hook_name, _failure_text(exc), traceback.format_exc()
                     )
                 )
 
@@ -237,6 +245,37 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
         if caller.spec is None:
             out.append(caller.name)
     return sorted(out)
+
+
+def _failure_text(exc: BaseException) -> str:
+    """One bounded line for a plugin's exception (its message is not ours to trust)."""
+    from harness.messages import one_line
+
+    return one_line(f"{type(exc).__name__}: {exc}", limit=300)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send stdout to stderr, at the Python level and at the file-descriptor level (a C extension
+    printing while it is imported writes to fd 1 directly)."""
+    sys.stdout.flush()
+    saved = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no file descriptors (an embedding host): the Python-level redirect still holds
+        saved = None
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with suppress(Exception):
+            sys.stdout.flush()
+        with suppress(Exception):
+            sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 _CACHED: Registry | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import harness
-from harness.cache import atomic_write_bytes
-from harness.errors import UserError
+from harness.cache import publish_new_file
+from harness.errors import UserError, environment_error, is_disk_full, is_environment_error
+from harness.messages import short_path
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
@@ -133,15 +135,20 @@ def result_filename(doc: dict[str, Any]) -> str:
 
 
 def write_document(doc: dict[str, Any], output_dir: str | os.PathLike[str]) -> Path:
-    """Write atomically under ``output_dir``; never overwrite an earlier result."""
-    out = Path(output_dir)
-    path = out / result_filename(doc)
-    n = 1
-    while path.exists():
-        path = out / result_filename(doc).replace(".json", f"-{n}.json")
-        n += 1
-    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
-    return path
+    """Write atomically under ``output_dir``; never overwrite an earlier result, even one written at the
+    same second by a concurrent run (the name is claimed with an exclusive link, else a suffix)."""
+    data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+    base = result_filename(doc)
+    names = (base if n == 0 else base.replace(".json", f"-{n}.json") for n in itertools.count())
+    try:
+        return publish_new_file(Path(output_dir), names, data)
+    except OSError as exc:
+        where = f"the output directory {short_path(output_dir)}"
+        if is_disk_full(exc):
+            raise UserError(f"no space left on the device holding {where}") from None
+        if is_environment_error(exc):
+            raise environment_error(exc, where) from None
+        raise
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, Any]:

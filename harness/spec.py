@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from harness import safe_yaml
 from harness.errors import SpecError, SpecIssue, UserError
 from harness.hashing import sha256_json
+from harness.messages import short_repr
 from harness.params import check_params, part_params
 from harness.parts import Field
 
@@ -39,6 +41,8 @@ COMMON_FIELDS: dict[str, Field] = {
 DEFAULT_PIPELINE = "retrieval"
 EXTRACTION_FIELDS = {"batch_size": 1, "workers": 0, "shard_size": 1}  # key -> smallest allowed value
 MAX_CELLS = 10_000  # a grid beyond this is a typo, not an experiment
+#: key -> largest allowed value: a batch or a shard is held in memory, each worker is a process
+EXTRACTION_MAX = {"batch_size": 65536, "workers": 256, "shard_size": 10_000_000}
 
 
 @dataclass(frozen=True)
@@ -171,18 +175,7 @@ def dotted(path: PathT) -> str:
 def _read_yaml(text: str, source: str) -> tuple[Any, _Locations, list[SpecIssue]]:
     loc = _Locations(source)
     issues: list[SpecIssue] = []
-    loader = yaml.SafeLoader(text)
-    try:  # one parse: the node tree (for line numbers) and the data built from it
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"{source}:{mark.line + 1}" if mark else source
-        raise SpecError([SpecIssue(line, "", f"invalid YAML: {exc.problem or exc}")]) from None
-    except yaml.YAMLError as exc:
-        raise SpecError([SpecIssue(source, "", f"invalid YAML: {exc}")]) from None
-    finally:
-        loader.dispose()
+    node, data = safe_yaml.compose(text, source)  # size, depth and alias-expansion limits
     if node is not None:
         _walk_nodes(node, (), loc, issues)
     return data, loc, issues
@@ -218,11 +211,11 @@ def apply_override(data: Any, assignment: str, loc: _Locations) -> Any:
     path_text, value_text = assignment.split("=", 1)
     path = parse_path(path_text)
     try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {path_text}: value is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        data = {}
+        value = safe_yaml.load_value(value_text, f"--set {path_text}")
+    except SpecError as exc:
+        raise UserError(f"--set {path_text}: {exc.issues[0].message}") from None
+    if not isinstance(data, dict):  # the file's own problem (not a mapping) is reported by validation
+        raise _not_a_mapping(data, loc)
     _set(data, path, value, f"--set {path_text}")
     loc.mark(path, f"--set {path_text}")
     return data
@@ -268,9 +261,11 @@ def _assign(parent: Any, key: Any, value: Any, text: str) -> None:
 def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry: Any = None) -> Spec:
     """Read, override and validate a spec; raises SpecError listing every problem found."""
     source = str(path)
-    text = _read_spec_text(path)
+    text = safe_yaml.read_text(path)  # a regular file, size-limited; UserError naming it otherwise
     data, loc, issues = _read_yaml(text, source)
     data = copy.deepcopy(data) if data is not None else {}
+    if overrides and not isinstance(data, dict):
+        raise _not_a_mapping(data, loc)
     for assignment in overrides:
         data = apply_override(data, assignment, loc)
     if registry is None:
@@ -280,13 +275,9 @@ def load_spec(path: str | os.PathLike[str], overrides: list[str] = (), registry:
     return validate(data, loc, issues, registry)
 
 
-def _read_spec_text(path: str | os.PathLike[str]) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read spec: {exc}") from None
+def _not_a_mapping(data: Any, loc: _Locations) -> SpecError:
+    return SpecError([SpecIssue(loc.of(()), "", f"a spec must be a mapping of keys (task, dataset, ...), "
+                                                f"got {type(data).__name__}")])
 
 
 def validate(data: Any, loc: _Locations, issues: list[SpecIssue], registry: Any) -> Spec:
@@ -460,7 +451,7 @@ def _values_from(ref: Any, loc: _Locations, path: PathT, issue: Any) -> list[Any
     if not file.is_absolute():
         file = Path(loc.source).resolve().parent / file
     try:
-        text = _read_spec_text(file)
+        text = safe_yaml.read_text(file)
         data, _, problems = _read_yaml(text, str(file))
     except UserError as exc:
         issue(path, f"values_from: {exc}")
@@ -563,8 +554,9 @@ def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, int]:
         if k not in EXTRACTION_FIELDS:
             close = difflib.get_close_matches(str(k), list(EXTRACTION_FIELDS), n=1, cutoff=0.6)
             issue(path + (k,), "unknown key", close[0] if close else None)
-        elif isinstance(v, bool) or not isinstance(v, int) or v < EXTRACTION_FIELDS[k]:
-            issue(path + (k,), f"expected an integer >= {EXTRACTION_FIELDS[k]}, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or not EXTRACTION_FIELDS[k] <= v <= EXTRACTION_MAX[k]:
+            issue(path + (k,), f"expected an integer from {EXTRACTION_FIELDS[k]} to {EXTRACTION_MAX[k]:,}, "
+                               f"got {short_repr(v)}")
         else:
             out[k] = v
     return out

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.cache import Cache, make_key
 from harness.errors import PluginError
+from harness.npy import NpyWriter, save_npy
 from harness.progress import Reporter
 
 #: compute(work_dir, input_values) -> details for the stage record (JSON-able) or None.
@@ -188,26 +189,26 @@ class Engine:
                 chunk = items[start : start + shard_size]
                 shard_key = make_key(stage="shard", parent=key, start=start, ids=[getattr(it, "id", it) for it in chunk])
                 self._superseded[-1].append(shard_key)
-                entry = self.cache.lookup(shard_key)
-                if entry is None:
+                # a concurrent run that finishes this stage first removes the shards it superseded:
+                # a shard may vanish between lookup and load (a mapped one stays readable)
+                shard = _load_array(self.cache.lookup(shard_key), filename)
+                if shard is None:
                     with self.cache.write(shard_key, {"stage": f"{name}:shard"}) as w:
-                        np.save(w / filename, np.ascontiguousarray(fn(chunk, advance), dtype=np.float32))
-                    entry = self.cache.lookup(shard_key)
+                        computed = np.ascontiguousarray(fn(chunk, advance), dtype=np.float32)
+                        save_npy(w / filename, computed)
+                    shard = _load_array(self.cache.lookup(shard_key), filename)
+                    shard = computed if shard is None else shard
                 else:
                     reused += 1
                     advance(len(chunk))
-                shards.append(np.load(entry / filename, mmap_mode="r"))
+                shards.append(shard)
         dims = {s.shape[1:] for s in shards}
         if len(dims) > 1:
             raise PluginError(f"{label}: shards of different shapes {sorted(dims)}")
-        out = np.lib.format.open_memmap(work / filename, mode="w+", dtype=np.float32,
-                                         shape=(len(items), *(dims.pop() if dims else (0,))))
-        pos = 0
-        for s in shards:
-            out[pos : pos + len(s)] = s
-            pos += len(s)
-        out.flush()
-        del out
+        # ordinary writes, not a memory map: a full disk is an error, not a SIGBUS
+        with NpyWriter(work / filename, (len(items), *(dims.pop() if dims else (0,)))) as out:
+            for s in shards:
+                out.write(s)
         return {"items": len(items), "shards": len(shards), "shards_reused": reused}
 
     # -- records -------------------------------------------------------------------------------------
@@ -223,3 +224,13 @@ class Engine:
             record.cells = sorted(stage.cells)
             out.append(record)
         return out
+
+
+def _load_array(entry: Path | None, filename: str) -> np.ndarray | None:
+    """A cached array (memory-mapped), or None if the entry is absent or was just removed."""
+    if entry is None:
+        return None
+    try:
+        return np.load(entry / filename, mmap_mode="r")
+    except FileNotFoundError:
+        return None

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.errors import SubmissionError, shown
+from harness.messages import short_repr
 
 MB = 1024 * 1024
 #: 500,000 matching rows take about 15 MB; leave room for long floats and ids.
@@ -203,6 +204,91 @@ def read_pairs_csv(
 # ----------------------------------------------------------------------------------------------- HDF5
 
 
+#: Longest id accepted in an HDF5 id dataset (bytes): DISC21 ids are 6-7 characters.
+MAX_ID_BYTES = 256
+#: How much larger than its stored bytes a dataset may declare itself (compression); a dataset of
+#: 4 GB declared in a 40 KB file (unwritten chunks, a fill value, or a "zip bomb") is refused.
+MAX_H5_EXPANSION = 32
+_H5_SLACK = 1 << 20
+
+
+def _check_storage(path: Any, ds: Any, name: str, itemsize: int) -> None:
+    """Memory is bounded by bytes on disk: refuse a dataset declaring far more than it stores."""
+    declared = int(ds.size) * itemsize
+    stored = int(ds.id.get_storage_size())
+    if declared > MAX_H5_EXPANSION * stored + _H5_SLACK:
+        raise SubmissionError(
+            path, f"declares {declared:,} bytes of data but stores {stored:,} on disk (unwritten or over-compressed; "
+            f"at most {MAX_H5_EXPANSION}x is accepted)", where=name)
+
+
+def _read_ids(path: Any, ds: Any, name: str, file_size: int) -> np.ndarray:
+    """The raw ids of a 1-D string dataset, in memory bounded by the file: fixed-width ids at most
+    :data:`MAX_ID_BYTES` wide; variable-length ids checked on their on-disk references first."""
+    import h5py
+
+    info = h5py.check_string_dtype(ds.dtype)
+    if ds.dtype.kind == "S":
+        if ds.dtype.itemsize > MAX_ID_BYTES:
+            raise SubmissionError(path, f"ids are {ds.dtype.itemsize:,} bytes wide, over the limit of {MAX_ID_BYTES}",
+                                  where=name)
+        _check_storage(path, ds, name, ds.dtype.itemsize)
+        return ds[()]
+    if info is None or info.length is not None:
+        raise SubmissionError(path, f"ids must be strings, got dtype {ds.dtype}", where=name)
+    lengths = _vlen_lengths(path, ds, name)
+    if len(lengths) and int(lengths.max()) > MAX_ID_BYTES:
+        i = int(np.argmax(lengths > MAX_ID_BYTES))
+        raise SubmissionError(path, f"id of {int(lengths[i]):,} bytes, over the limit of {MAX_ID_BYTES}",
+                              where=f"{name}[{i}]")
+    if int(lengths.sum()) > file_size:
+        raise SubmissionError(path, "variable-length ids refer to more string data than the file holds", where=name)
+    return ds[()]
+
+
+def _vlen_lengths(path: Any, ds: Any, name: str) -> np.ndarray:
+    """Byte length of each variable-length string, read from the dataset's raw on-disk references
+    (4-byte length, heap address, 4-byte heap index; little-endian in every HDF5 file) without
+    reading the strings: a crafted file could point every element at one huge string."""
+    import h5py
+
+    n = int(ds.size)
+    lengths = np.zeros(n, np.int64)  # unallocated chunks hold the fill value: empty strings
+    if n == 0:
+        return lengths
+    width = 4 + int(ds.file.id.get_create_plist().get_sizes()[0]) + 4
+    dcpl = ds.id.get_create_plist()
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = ds.id.get_offset()
+        if offset is not None:
+            lengths[:] = _ref_lengths(_read_at(ds.file.filename, offset, n * width), n, width, path, name)
+        return lengths
+    if layout == h5py.h5d.CHUNKED and dcpl.get_nfilters() == 0:
+        per_chunk = int(ds.chunks[0])
+        for i in range(ds.id.get_num_chunks()):
+            chunk = ds.id.get_chunk_info(i)
+            start = int(chunk.chunk_offset[0])
+            count = max(0, min(per_chunk, n - start))
+            raw = _read_at(ds.file.filename, chunk.byte_offset, count * width)
+            lengths[start : start + count] = _ref_lengths(raw, count, width, path, name)
+        return lengths
+    raise SubmissionError(path, "variable-length ids must be stored contiguously or in unfiltered chunks "
+                                "(or written as fixed-length strings, dtype 'S')", where=name)
+
+
+def _ref_lengths(raw: bytes, n: int, width: int, path: Any, name: str) -> np.ndarray:
+    if len(raw) < n * width:
+        raise SubmissionError(path, "truncated variable-length id references", where=name)
+    return np.frombuffer(raw, dtype=np.uint8, count=n * width).reshape(n, width)[:, :4].copy().view("<u4")[:, 0]
+
+
+def _read_at(filename: str, offset: int, size: int) -> bytes:
+    with open(filename, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(size)
+
+
 def _ascii_ids(path: Any, name: str, raw: np.ndarray) -> np.ndarray:
     """bytes/str id array -> stripped str array; printable ASCII only."""
     if raw.dtype.kind == "O":
@@ -217,17 +303,21 @@ def _ascii_ids(path: Any, name: str, raw: np.ndarray) -> np.ndarray:
     if raw.size == 0:
         return np.zeros(0, dtype="<U1")
     codes = raw.view(np.uint8).reshape(len(raw), -1)
+    # control characters, non-ASCII, and a NUL before the end (a fixed-width id is NUL-padded only)
     bad_char = ((codes > 0) & (codes < 32)) | (codes > 126)
+    bad_char[:, :-1] |= (codes[:, :-1] == 0) & (codes[:, 1:] != 0)
     if bad_char.any():
         i = int(np.flatnonzero(bad_char.any(axis=1))[0])
-        raise SubmissionError(path, f"id {bytes(raw[i]).decode('ascii', 'backslashreplace')!r} is not printable ASCII", where=f"{name}[{i}]")
+        shown = short_repr(bytes(codes[i]).rstrip(b"\0").decode("ascii", "backslashreplace"))
+        raise SubmissionError(path, f"id {shown} is not printable ASCII", where=f"{name}[{i}]")
     ids = np.strings.strip(raw.astype("U"))
     empty = np.flatnonzero(np.strings.str_len(ids) == 0)
     if len(empty):
         raise SubmissionError(path, "empty id", where=f"{name}[{int(empty[0])}]")
     dup = _first_duplicate(ids)
     if dup is not None:
-        raise SubmissionError(path, f"duplicate id {str(ids[dup[0]])!r}, also at index {dup[0]}", where=f"{name}[{dup[1]}]")
+        raise SubmissionError(path, f"duplicate id {short_repr(str(ids[dup[0]]))}, also at index {dup[0]}",
+                              where=f"{name}[{dup[1]}]")
     return ids
 
 
@@ -245,6 +335,16 @@ def _dataset(path: Any, f: Any, name: str) -> Any:
     if ds.is_virtual or ds.external:
         raise SubmissionError(path, "virtual or external datasets are not accepted", where=name)
     return ds
+
+
+def _read_float32(ds: Any, block: int = 65536) -> np.ndarray:
+    """A float dataset as float32, read in row blocks (a float64 file never sits in memory twice);
+    values beyond the float32 range become inf, which the finiteness check then reports."""
+    out = np.empty(ds.shape, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        for start in range(0, ds.shape[0], block):
+            out[start : start + block] = ds[start : start + block]
+    return out
 
 
 def _finite_rows(x: np.ndarray, block: int = 65536) -> int | None:
@@ -267,7 +367,7 @@ def read_descriptor_h5(
     returned as float32) and ``query_ids``, ``reference_ids`` (ASCII; bytes or str)."""
     import h5py
 
-    check_file(path, max_bytes)
+    file_size = check_file(path, max_bytes)
     try:
         f = h5py.File(path, "r")
     except OSError:
@@ -288,14 +388,14 @@ def read_descriptor_h5(
                 raise SubmissionError(path, "dimension 0", where=name)
             if n > max_vectors:
                 raise SubmissionError(path, f"{n:,} vectors, over the limit of {max_vectors:,}", where=name)
+            _check_storage(path, ds, name, ds.dtype.itemsize)
             dims[name] = d
         if dims["query"] != dims["reference"]:
             raise SubmissionError(
                 path, f"query dimension {dims['query']} differs from reference dimension {dims['reference']}"
             )
         for name in ("query", "reference"):
-            with np.errstate(over="ignore"):
-                x = np.asarray(f[name][()], dtype=np.float32)
+            x = _read_float32(f[name])
             row = _finite_rows(x)
             if row is not None:
                 raise SubmissionError(path, "NaN or inf (or out of float32 range)", where=f"{name}[{row}]")
@@ -308,7 +408,7 @@ def read_descriptor_h5(
                 raise SubmissionError(path, f"{ds.shape[0]} ids for {len(out[vec])} {vec} vectors", where=name)
             if ds.dtype.kind not in "SOU":
                 raise SubmissionError(path, f"ids must be strings, got dtype {ds.dtype}", where=name)
-            out[name] = _ascii_ids(path, name, ds[()])
+            out[name] = _ascii_ids(path, name, _read_ids(path, ds, name, file_size))
     return out
 
 
@@ -324,7 +424,7 @@ def read_rankings_npy(
     it): it may repeat and scores as a negative at its rank, as in revisitop's ``compute_map``; any
     other negative id is an error. Returns int64.
     """
-    check_file(path, max_bytes)
+    file_size = check_file(path, max_bytes)
     with open(path, "rb") as fh:
         head = fh.read(6)
         if head[:2] == b"PK":
@@ -338,6 +438,7 @@ def read_rankings_npy(
             shape, _, dtype = read_header[version](fh)
         except ValueError as exc:
             raise SubmissionError(path, f"not a valid .npy file ({exc})") from None
+        _check_npy_size(path, shape, dtype, file_size - fh.tell())
     if dtype.hasobject:
         raise SubmissionError(path, "object arrays are not accepted (they would need unpickling)")
     if dtype.kind not in "iu":
@@ -365,6 +466,18 @@ def read_rankings_npy(
         q, k, v = col
         raise SubmissionError(path, f"id {v} appears more than once in the ranking", where=f"column {q}, row {k}")
     return ranks
+
+
+def _check_npy_size(path: Any, shape: tuple[int, ...], dtype: np.dtype, data_bytes: int) -> None:
+    """The header's shape must match the bytes that follow it: memory is then bounded by the file,
+    whatever shape a header declares."""
+    if dtype.hasobject:
+        return  # refused by the caller, with its own message
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != data_bytes:
+        raise SubmissionError(
+            path, f"header declares shape {short_repr(shape)} ({declared:,} bytes of {dtype}) but the file holds "
+            f"{data_bytes:,} bytes of data")
 
 
 #: Scratch for one group of columns copied out contiguously (8 columns of R1M rankings; 2x more
@@ -459,6 +572,16 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _finite_number(v: Any) -> bool:
+    """A bool-free int or float that is finite as a float (a 1,000-digit int is not: no OverflowError)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def validate_revisitop_gnd(data: Any, path: Any = "<gnd>") -> dict[str, Any]:
     """Check the revisitop ground-truth structure; return a normalized plain copy."""
     if not isinstance(data, dict):
@@ -487,7 +610,8 @@ def validate_revisitop_gnd(data: Any, path: Any = "<gnd>") -> dict[str, Any]:
                 raise SubmissionError(path, "missing or not a list", where=f"{where}.{key}")
             for j, v in enumerate(ids):
                 if not _is_int(v) or not 0 <= v < n_db:
-                    raise SubmissionError(path, f"{v!r} is not an index into imlist (0..{n_db - 1})", where=f"{where}.{key}[{j}]")
+                    raise SubmissionError(path, f"{short_repr(v)} is not an index into imlist (0..{n_db - 1})",
+                                          where=f"{where}.{key}[{j}]")
             if len(set(ids)) != len(ids):
                 raise SubmissionError(path, "an index is listed twice", where=f"{where}.{key}")
             entry[key] = [int(v) for v in ids]
@@ -495,7 +619,7 @@ def validate_revisitop_gnd(data: Any, path: Any = "<gnd>") -> dict[str, Any]:
         if (
             not isinstance(bbx, (list, tuple))
             or len(bbx) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbx)
+            or not all(_finite_number(v) for v in bbx)
         ):
             raise SubmissionError(path, "expected 4 finite numbers [x1, y1, x2, y2]", where=f"{where}.bbx")
         entry["bbx"] = [float(v) for v in bbx]

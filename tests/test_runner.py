@@ -173,9 +173,15 @@ def test_resume_after_kill_9(tmp_path):
     objects = cache / "objects"
     deadline = time.time() + 60
     # wait until a few database shards are published, then kill -9 in the middle of the extraction
+    def stage_of(meta: Path) -> str | None:
+        try:  # the run removes superseded shard entries (queries, train) while we look
+            return json.loads(meta.read_text()).get("stage")
+        except FileNotFoundError:
+            return None
+
     while time.time() < deadline:
         metas = list(objects.glob("*/*/meta.json")) if objects.exists() else []
-        shards = [m for m in metas if json.loads(m.read_text()).get("stage") == "describe:database:shard"]
+        shards = [m for m in metas if stage_of(m) == "describe:database:shard"]
         if len(shards) >= 3:
             break
         time.sleep(0.02)

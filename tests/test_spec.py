@@ -89,7 +89,7 @@ def test_missing_required_param_and_wrong_shapes(tmp_path, toy_registry):
     assert "index: expected a mapping" in text
     assert "metrics: at least one metric is required" in text
     assert "task names use letters" in text
-    assert "extraction.batch_size: expected an integer >= 1" in text
+    assert "extraction.batch_size: expected an integer from 1 to 65,536" in text
     assert "extraction.wrokers: unknown key (did you mean 'workers'?)" in text
 
 

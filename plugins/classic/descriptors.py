@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from harness.errors import UserError
+from harness.limits import require_dim, require_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -112,6 +113,10 @@ class Gist:
         self.size, self.scales, self.orientations, self.grid = size, scales, orientations, grid
         self.color, self.batch_size = color, batch_size
         self.pad = max(4, size // 8)  # reflect padding against wrap-around at the borders
+        require_dim(self.dim, "gist")
+        side = size + 2 * self.pad  # a batch's spectrum and filter responses, complex64
+        require_memory(batch_size * (scales * orientations + 1) * side * side * 8 * 2,
+                       f"gist: size {size} with {scales} x {orientations} filters and batch_size {batch_size}")
 
     @property
     def dim(self) -> int:
@@ -161,6 +166,7 @@ class PerceptualHash:
         if kind == "whash" and hash_size & (hash_size - 1):
             raise UserError(f"phash: kind 'whash' needs hash_size a power of 2 (got {hash_size})")
         self.kind, self.hash_size = kind, hash_size
+        require_dim(self.dim, "phash")
 
     @property
     def dim(self) -> int:
@@ -205,6 +211,8 @@ class ColorHistogram:
         if grid < 1 or size < grid:
             raise UserError(f"color_histogram: need 1 <= grid <= size (got grid {grid}, size {size})")
         self.space, self.bins, self.grid, self.norm, self.size = space, bins, grid, norm, size
+        require_dim(self.dim, "color_histogram")
+        require_memory(32 * size * size * 16, f"color_histogram: size {size} (a batch of 32 images)")
 
     @property
     def dim(self) -> int:
@@ -242,6 +250,7 @@ class RandomDescriptor:
         if dim < 1 or seed < 0:
             raise UserError(f"random: need dim >= 1 and seed >= 0 (got dim {dim}, seed {seed})")
         self.dim, self.seed = dim, seed
+        require_dim(dim, "random")
 
     def describe(self, images: list["Image.Image"]) -> np.ndarray:
         out = np.zeros((len(images), self.dim), dtype=np.float32)

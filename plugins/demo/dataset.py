@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -241,39 +240,26 @@ class DemoCopyDetection:
     def prepare(self, progress: Callable[[int], object] | None = None) -> None:
         """Build the folder unless a complete build with the same parameters is already there."""
         from harness.cache import fsync_dir
+        from harness.workdirs import PrivateDir, sweep
 
         if self.is_built():
             return
         self.base.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(self.base, self.path.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.path.name}-", dir=self.base))
-        try:
+        prefix = f".tmp-{self.path.name}-"
+        sweep(self.base, prefix, unlocked_age_s=6 * 3600)  # builds killed earlier (never a live one)
+        with PrivateDir(self.base, prefix) as private:
+            tmp = private.path
             build(tmp, self.params, self._transform, progress)
             if self.path.exists():  # a stale or foreign folder under our name: replace it
                 if self.is_built():  # a concurrent build finished first
                     return
-                shutil.rmtree(self.path)
+                shutil.rmtree(self.path, ignore_errors=True)  # a concurrent build may be removing it too
             try:
                 os.replace(tmp, self.path)
             except OSError:
                 if not self.is_built():  # else another process renamed its complete build first
                     raise
             fsync_dir(self.base)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove_stale_temps(base: Path, name: str, older_than_s: float = 6 * 3600) -> None:
-    """Temporary folders a killed build left behind (recent ones may belong to a running build)."""
-    import time
-
-    for entry in base.glob(f".tmp-{name}-*"):
-        try:
-            if time.time() - entry.stat().st_mtime > older_than_s:
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def _make_transform(spec: dict) -> Callable[..., Any]:

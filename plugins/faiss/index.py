@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from harness.errors import UserError
+from harness.limits import require_memory
 from harness.parts import Neighbors
 
 from . import search as exact
@@ -226,6 +227,7 @@ class FaissIndex:
         queries = _as_matrix(queries)
         nq = len(queries)
         mode = self.mode
+        _require_result_memory(mode, nq, self.ntotal)
         if self.ntotal == 0:
             if mode.kind == "k":
                 k = int(mode.value)
@@ -308,6 +310,16 @@ class FaissIndex:
             return
         self._set_params(index)
         self._index = index
+
+
+def _require_result_memory(mode: SearchMode, nq: int, nb: int) -> None:
+    """The result arrays a search mode asks for, known once the queries are: refused in one line
+    when no machine could hold them (``k`` columns per query are padded, even beyond the database)."""
+    if mode.kind == "k":
+        require_memory(nq * int(mode.value) * 12, f"index faiss: search.k = {int(mode.value):,} for {nq:,} queries")
+    elif mode.kind == "global_top_k":
+        k = min(mode.global_k(nq), nq * max(nb, 1))  # there are no more pairs than that
+        require_memory(k * 16 * 2, f"index faiss: global top-K with K = {mode.global_k(nq):,}")
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from harness.context import BuildContext, Items
 from harness.errors import PluginError, UserError
+from harness.npy import NpyWriter, save_npy
 from harness.parts import Field, Neighbors, Retrieval
 from harness.spec import Cell, PartSpec
 from harness.stages import Stage
@@ -104,7 +105,7 @@ def _fit_stage(ctx: BuildContext, specs: list[PartSpec], train: Stage | None) ->
     def compute(work: Path, inputs: list[Any]) -> dict[str, Any]:
         result = fit(np.asarray(inputs[0]) if inputs else None)
         if result.train is not None:
-            np.save(work / "train.npy", np.ascontiguousarray(result.train, dtype=np.float32))
+            save_npy(work / "train.npy", np.ascontiguousarray(result.train, dtype=np.float32))
         states = [s.state() if callable(getattr(s, "state", None)) else None for s in result.steps]
         for i, state in enumerate(states):
             if state is not None:
@@ -191,24 +192,26 @@ def apply_chain(steps: list[Any], x: np.ndarray, role: str, out_path: Path) -> i
     """Apply fitted steps to ``x`` and save float32 rows to ``out_path``; returns the output dimension.
 
     Steps that declare ``rowwise = True`` (each output row depends only on its input row) are applied
-    block by block from the memory-mapped input into a memory-mapped output, so a 1M x 2048 database
+    block by block from the memory-mapped input into the output file, so a 1M x 2048 database
     never sits in memory whole; any other step gets the whole array.
     """
     if not all(getattr(p, "rowwise", False) for p in steps) or len(x) <= POSTPROCESS_BLOCK:
         y = np.asarray(x)
         for p in steps:
             y = p.apply(y, role)
-        np.save(out_path, np.ascontiguousarray(y, dtype=np.float32))
+        save_npy(out_path, np.ascontiguousarray(y, dtype=np.float32))
         return int(y.shape[1])
-    out = None
-    for start in range(0, len(x), POSTPROCESS_BLOCK):
-        y = np.asarray(x[start : start + POSTPROCESS_BLOCK])
-        for p in steps:
-            y = p.apply(y, role)
-        if out is None:
-            out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(x), y.shape[1]))
-        out[start : start + len(y)] = y
-    out.flush()
-    dim = int(out.shape[1])
-    del out
-    return dim
+    out: NpyWriter | None = None
+    try:
+        for start in range(0, len(x), POSTPROCESS_BLOCK):
+            y = np.asarray(x[start : start + POSTPROCESS_BLOCK])
+            for p in steps:
+                y = p.apply(y, role)
+            if out is None:  # ordinary writes, not a memory map: a full disk is an error, not a SIGBUS
+                out = NpyWriter(out_path, (len(x), y.shape[1]))
+            out.write(y)
+        out.close()
+    finally:
+        if out is not None:
+            out.abort()  # a no-op once closed
+    return out.shape[1]

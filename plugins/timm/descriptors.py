@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from harness.errors import UserError
+from harness.limits import require_memory
 
 from .checkpoint import existing_file, file_sha256, load_state_dict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Resize, collate
@@ -66,6 +67,10 @@ class _TorchDescriptor:
             raise UserError(f"scales must be a non-empty list of positive numbers (got {list(preprocess.scales)})")
         if preprocess.size is not None and preprocess.size < 1:
             raise UserError(f"size must be a positive number of pixels or null (got {preprocess.size})")
+        if preprocess.size is not None:  # one input batch alone, float32 at the largest scale
+            side = preprocess.size * max(preprocess.scales)
+            require_memory(batch_size * 3 * side * side * 4, f"size {preprocess.size} x scale {max(preprocess.scales):g} "
+                                                            f"with batch_size {batch_size}")
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.device_name = device
