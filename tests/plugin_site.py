@@ -31,9 +31,17 @@ def toy_site(site: Path) -> Path:
     return site
 
 
+def site_distributions(site: Path) -> list[str]:
+    """The names of the distributions in ``site`` (what HARNESS_LOAD_PLUGINS must list to load them)."""
+    names = []
+    for meta in sorted(site.glob("*.dist-info/METADATA")):
+        names += [line.split(":", 1)[1].strip() for line in meta.read_text().splitlines() if line.startswith("Name:")]
+    return names
+
+
 def harness_process(site: Path, *args: str, cwd: Path, cache: Path | None = None, **popen) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               HARNESS_CACHE_DIR=str(cache or cwd / "cache"))
+               HARNESS_CACHE_DIR=str(cache or cwd / "cache"), HARNESS_LOAD_PLUGINS=",".join(site_distributions(site)))
     return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 

@@ -73,8 +73,8 @@ def test_bad_option_exits_2():
     res = subprocess.run([PY, "-m", "harness", "list", "gadget"], capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "error: harness list: invalid value for 'KIND': 'gadget' is not one of 'dataset', 'transform', 'descriptor', "
-        "'postprocessor', 'index', 'watermarker', 'metric', 'scorer' (see 'harness list --help')"]
+        "error: harness list: invalid value for 'KIND': 'gadget' is not one of 'pipeline', 'dataset', 'transform', "
+        "'descriptor', 'postprocessor', 'index', 'watermarker', 'composer', 'metric', 'scorer' (see 'harness list --help')"]
 
 
 def test_plugins_json_lists_builtins():

@@ -360,7 +360,7 @@ def test_a_spec_that_is_not_a_mapping_says_so_even_with_set(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_plugins_site(tmp_path_factory):
-    from plugin_site import toy_site
+    from plugin_site import site_distributions, toy_site
 
     return toy_site(tmp_path_factory.mktemp("site"))
 
@@ -380,12 +380,13 @@ def toy_plugins_site(tmp_path_factory):
     ("index={name: faiss, search: {k: 100000000}}", "error: out of memory: Unable to allocate"),
 ])
 def test_parameters_that_ask_for_absurd_memory(toy_plugins_site, tmp_path, override, expected):
-    from plugin_site import TESTS
+    from plugin_site import TESTS, site_distributions
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"task: t\ndataset: {{name: toy, root: {tmp_path / 'data'}}}\ndescriptor: {{name: random, dim: 8}}\n"
                     "index: {name: brute}\nmetrics: [{name: recall_at}]\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(toy_plugins_site), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+               HARNESS_LOAD_PLUGINS=",".join(site_distributions(toy_plugins_site)),
                HARNESS_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run([PY, "-m", "harness", "run", str(spec), "-q", "--no-cache", "--set", override, "--output",
                           str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
