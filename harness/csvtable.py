@@ -330,15 +330,16 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     """Values of the fields ``padded[o : o + length]`` of the form ``[+-]digits[.digits]`` with at
     most 19 digits, and which fields have that form (the others are left to numpy's parser).
 
-    Exact, i.e. equal to ``float(text)``: with the integer part right-aligned and the fraction
-    left-aligned and padded with '0' to B digits, the digits form an integer M < 10**19 and the value
-    is M / 10**B. When M < 2**53 both are exact doubles and one IEEE division rounds correctly
-    (Clinger's fast path). Otherwise the division is done in x87 extended precision (64-bit
-    mantissa: M and 10**B are exact there), whose result rounds correctly to a double unless it lies
-    exactly halfway between two doubles: those few go to the parser too. B is chosen so that most
-    fields fit in 19 digits; further rounds take the fields that did not.
+    Exact, i.e. equal to ``float(text)``: in a group of fields with the same sign character and the
+    same number of integer digits, the fractions padded with '0' to the group's longest (B digits),
+    the digits of each field form an integer M < 10**19 and its value is M / 10**B. When M < 2**53
+    both are exact doubles and one IEEE division rounds correctly (Clinger's fast path). Otherwise
+    the division is done in x87 extended precision (64-bit mantissa: M and 10**B are exact there),
+    whose result rounds correctly to a double unless it lies exactly halfway between two doubles:
+    those few go to the parser too.
 
-    Everything works on the transposed bytes (one contiguous row per character position).
+    Works on the transposed bytes (one contiguous row per character position); a group's digits are
+    then plain row slices, with no per-field shifting.
     """
     n = len(offsets)
     values = np.zeros(n)
@@ -347,57 +348,47 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     if not width:
         return values, ok
     chars = np.ascontiguousarray(_windows(padded, offsets, width).T)  # bytes past a field's end too
-    isdot = chars == 46
-    first = isdot.argmax(axis=0)
-    has_dot = (first < lengths) & isdot.ravel()[first * n + np.arange(n)]
-    dot = np.where(has_dot, first, lengths)
+    length = lengths.astype(np.int8)  # <= _NUMBER_WIDTH: small integers keep every pass cheap
+    first = np.full(n, width, np.int8)  # position of the first dot
+    for j in range(width - 1, -1, -1):
+        np.copyto(first, np.int8(j), where=chars[j] == 46)
+    has_dot = first < length
+    dot = np.minimum(first, length)
     lead = chars[0]
-    signed = ((lead == 45) | (lead == 43)) & (lengths > 0)
+    signed = (((lead == 45) | (lead == 43)) & (length > 0)).astype(np.int8)
     n_int = dot - signed
-    n_frac = np.where(has_dot, lengths - dot - 1, 0)
-    todo = (n_int + n_frac >= 1) & (n_int + n_frac <= 19)
-    for _ in range(20):  # each round takes every field that fits its B, and no B is chosen twice
-        idx = np.flatnonzero(todo)
-        if not len(idx):
-            break
-        hist = np.bincount(n_int[idx] * 20 + n_frac[idx], minlength=400).reshape(20, 20)
-        within = hist.cumsum(axis=0).cumsum(axis=1)  # [i, f]: fields with <= i integer, <= f fraction digits
-        b = int(np.argmax([within[19 - f, f] for f in range(20)]))
-        sel = idx[(n_frac[idx] <= b) & (n_int[idx] <= 19 - b)]
-        v, good = _decimal_block(padded, offsets[sel] + dot[sel], n_int[sel], n_frac[sel], int(n_int[sel].max()), b)
+    n_frac = np.where(has_dot, length - dot - 1, 0).astype(np.int8)
+    total = n_int + n_frac
+    group = np.where((total >= 1) & (total <= 19), signed * 20 + n_int, -1).astype(np.int16)
+    counts = np.bincount(group + 1, minlength=41)
+    for key in np.flatnonzero(counts[1:]).tolist():
+        sign, a = divmod(key, 20)
+        sel = slice(None) if counts[key + 1] == n else np.flatnonzero(group == key)
+        frac_len = n_frac[sel]
+        b = int(frac_len.max())  # <= 19 - a: every field of the group has at most 19 digits
+        int_part = chars[sign : sign + a, sel]
+        frac_part = chars[sign + a + 1 : sign + a + 1 + b, sel]
+        if isinstance(sel, slice):
+            frac_part = frac_part.copy()
+        np.putmask(frac_part, np.arange(b, dtype=np.int8)[:, None] >= frac_len[None, :], np.uint8(48))
+        good = np.ones(len(frac_len), bool)
+        for part in (int_part, frac_part):
+            if len(part):
+                good &= (part - np.uint8(48)).max(axis=0) <= 9  # other characters wrap above 9
+        mant = _horner(int_part) * np.uint64(10**b) + _horner(frac_part)
+        v = mant.astype(np.float64) / _POW10[b]
+        wide = np.flatnonzero(good & (mant >= np.uint64(1 << 53)))
+        if len(wide):
+            if _EXTENDED:
+                q = mant[wide].astype(np.longdouble) / _POW10_EXT[b]
+                low_bits = q.view(np.uint64).reshape(-1, 2)[:, 0] & np.uint64(0x7FF)
+                v[wide] = q.astype(np.float64)
+                good[wide[low_bits == np.uint64(0x400)]] = False  # exactly halfway between two doubles
+            else:
+                good[wide] = False
         values[sel] = v
         ok[sel] = good
-        todo[sel] = False
-    np.negative(values, out=values, where=signed & (lead == 45))
-    return values, ok
-
-
-def _decimal_block(
-    padded: np.ndarray, dots: np.ndarray, n_int: np.ndarray, n_frac: np.ndarray, a: int, b: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unsigned values of fields whose dot (or end) is at ``dots``, with at most ``a`` integer and
-    ``b`` fraction digits, ``a + b <= 19``; and whether every one of those characters is a digit."""
-    m = len(dots)
-    ok = np.ones(m, bool)
-    int_part = np.ascontiguousarray(_windows(padded, dots - a, a).T) if a else np.zeros((0, m), np.uint8)
-    np.putmask(int_part, np.arange(a)[:, None] < (a - n_int)[None, :], np.uint8(48))  # left of the digits
-    frac_part = np.ascontiguousarray(_windows(padded, dots + 1, b).T) if b else np.zeros((0, m), np.uint8)
-    np.putmask(frac_part, np.arange(b)[:, None] >= n_frac[None, :], np.uint8(48))  # right of the digits
-    for part in (int_part, frac_part):
-        if len(part):
-            ok &= (part - np.uint8(48)).max(axis=0) <= 9  # other characters wrap above 9
-    mant = _horner(int_part) * np.uint64(10**b) + _horner(frac_part)
-    exact = mant < np.uint64(1 << 53)
-    values = mant.astype(np.float64) / _POW10[b]
-    wide = np.flatnonzero(ok & ~exact)
-    if len(wide):
-        if _EXTENDED:
-            q = mant[wide].astype(np.longdouble) / _POW10_EXT[b]
-            low_bits = q.view(np.uint64).reshape(-1, 2)[:, 0] & np.uint64(0x7FF)
-            values[wide] = q.astype(np.float64)
-            ok[wide[low_bits == np.uint64(0x400)]] = False  # exactly halfway between two doubles
-        else:
-            ok[wide] = False
+    np.negative(values, out=values, where=(signed == 1) & (lead == 45))
     return values, ok
 
 
