@@ -6,15 +6,16 @@ the file line of each, whether the first row was the header, and per column eith
 
 - **bytes** (ASCII files without quotes or lone CRs, i.e. every file the tracks' own writers make):
   numpy finds the newlines and commas in blocks of the raw bytes, checks that each line has the
-  right number of fields from the comma count alone, and gathers each column into a fixed-width
-  array in one pass per character position. Numbers of the plain form ``[+-]ddd.ddd`` with at most
-  15 digits are parsed exactly without a string conversion (an integer mantissa divided by a power
-  of ten is correctly rounded: both are exact doubles); any other number goes to numpy's parser.
+  right number of fields from the comma count alone, and copies each column into a fixed-width
+  array (one contiguous copy per field, through a sliding-window view of the bytes). Numbers of the
+  plain form ``[+-]ddd.ddd`` with at most 19 digits are parsed exactly without a string conversion
+  (:func:`_plain_decimals`); any other number goes to numpy's parser.
 - **rows** (quoted fields, non-ASCII text): the ``csv`` module, row by row, skipping blank rows as
   they come.
 
-Bounds, whatever the file declares: memory is a small multiple of the file's size (blocks of the
-bytes at a time; only the non-blank rows are kept, and no more than the row limit); a line may hold
+Bounds, whatever the file declares: memory is the file's bytes plus a small multiple of its data
+rows (blocks of 1 MiB at a time; only the non-blank rows are kept, and no more than the row limit +
+1); a line may hold
 at most :data:`MAX_LINE_BYTES` bytes and an id at most :data:`MAX_ID_CHARS` characters; a column
 whose fixed width times its row count would exceed what the file's size justifies (one long id
 among millions of short ones) is refused rather than padded. A NUL, a control character (other than
