@@ -319,11 +319,23 @@ def _windows(padded: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
 
 
 def _horner(digits: np.ndarray) -> np.ndarray:
-    """uint64 value of each column of ASCII digits (width, n), most significant row first."""
-    acc = np.zeros(digits.shape[1], np.uint64)
-    for row in digits:
+    """uint64 value of each column of ASCII digits (width, n), most significant row first: four
+    digits at a time (each group below 10**4, in uint16), then one multiply-add per group."""
+    k, n = digits.shape
+    acc = np.zeros(n, np.uint64)
+    if not k:
+        return acc
+    d = (digits - np.uint8(48)).astype(np.uint16)
+    head = k % 4
+    for row in d[:head]:
         acc *= np.uint64(10)
-        acc += row - np.uint8(48)
+        acc += row
+    if k > head:
+        g = d[head:].reshape(-1, 4, n)
+        groups = ((g[:, 0] * np.uint16(10) + g[:, 1]) * np.uint16(10) + g[:, 2]) * np.uint16(10) + g[:, 3]
+        for row in groups:
+            acc *= np.uint64(10_000)
+            acc += row
     return acc
 
 

@@ -352,3 +352,13 @@ def test_quoted_and_plain_files_read_the_same(tmp_path):
     a, b = read_matching_csv(plain), read_matching_csv(quoted)
     for x, y in zip(a, b):
         assert x.tolist() == y.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 19), st.lists(st.integers(0, 10**19 - 1), min_size=1, max_size=20))
+def test_horner_reads_digit_columns(width, values):
+    from harness.csvtable import _horner
+
+    texts = [str(v % 10**width).zfill(width) if width else "" for v in values]
+    digits = np.array([[ord(c) for c in t] for t in texts], dtype=np.uint8).reshape(len(texts), width).T
+    assert _horner(np.ascontiguousarray(digits)).tolist() == [int(t or "0") for t in texts]
