@@ -218,8 +218,11 @@ class _BytesTable(Table):
                 keep = csum[ends] != csum[starts]
             else:
                 keep = length > 0
-            rows = np.flatnonzero(keep)
-            st, en = starts[rows], ends[rows]
+            if keep.all():  # no blank line in the block (the usual case): no gathers
+                rows, st, en = np.arange(len(starts)), starts, ends
+            else:
+                rows = np.flatnonzero(keep)
+                st, en = starts[rows], ends[rows]
             commas = np.flatnonzero(c == 44)
             # Each non-blank line has exactly k commas iff there are k per line in total and the
             # i-th group of k (in order) starts and ends inside line i (blank lines hold none).
@@ -234,22 +237,22 @@ class _BytesTable(Table):
                 line_parts.append(rows[take] + (lines_before + 1))
                 start_parts.append(st[take] + a)
                 end_parts.append(en[take] + a)
-                comma_parts.append(grouped[take] + a)
+                comma_parts.append(grouped[take].T + a)  # (k, rows): one contiguous row per comma
             kept += len(rows)
             lines_before += len(nl)
             a = b
         if line_parts:
             lines = np.concatenate(line_parts)
-            st, en, commas = np.concatenate(start_parts), np.concatenate(end_parts), np.concatenate(comma_parts)
+            st, en, commas = np.concatenate(start_parts), np.concatenate(end_parts), np.concatenate(comma_parts, axis=1)
         else:
             lines = st = en = np.zeros(0, np.int64)
-            commas = np.zeros((0, k), np.int64)
+            commas = np.zeros((k, 0), np.int64)
         has_header = bool(len(lines)) and _is_header(data[st[0] : en[0]].decode("ascii").split(","), header)
         _over_limit(path, kept - has_header, max_rows, what)
         if has_header:
-            lines, st, en, commas = lines[1:], st[1:], en[1:], commas[1:]
-        starts = [st] + [commas[:, j] + 1 for j in range(k)]
-        ends = [commas[:, j] for j in range(k)] + [en]
+            lines, st, en, commas = lines[1:], st[1:], en[1:], commas[:, 1:]
+        starts = [st] + [commas[j] + 1 for j in range(k)]
+        ends = [commas[j] for j in range(k)] + [en]
         return cls(path, header, lines, has_header, size, data, starts, ends, has_ws, has_tab)
 
     def field(self, row: int, col: int) -> str:
