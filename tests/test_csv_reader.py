@@ -362,3 +362,14 @@ def test_horner_reads_digit_columns(width, values):
     texts = [str(v % 10**width).zfill(width) if width else "" for v in values]
     digits = np.array([[ord(c) for c in t] for t in texts], dtype=np.uint8).reshape(len(texts), width).T
     assert _horner(np.ascontiguousarray(digits)).tolist() == [int(t or "0") for t in texts]
+
+
+def test_the_scorer_names_the_lines_of_a_duplicate_pair(tmp_path):
+    from harness_plugins.disc21.scorer import Disc21Scorer
+
+    gt, sub = tmp_path / "gt.csv", tmp_path / "p.csv"
+    gt.write_text("Q00000,R000001\n")
+    sub.write_text("query_id,reference_id,score\nQ00000,R000001,0.5\n\nQ00001,R000001,0.5\nQ00000 , R000001,0.7\n")
+    with pytest.raises(SubmissionError, match=r"duplicate prediction \(Q00000, R000001\), also on line 2") as info:
+        Disc21Scorer().score(str(sub), str(gt))
+    assert info.value.where == "line 5"
