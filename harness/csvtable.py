@@ -321,14 +321,17 @@ def _windows(padded: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, width)[offsets]
 
 
-def _horner(digits: np.ndarray) -> np.ndarray:
-    """uint64 value of each column of ASCII digits (width, n), most significant row first: four
-    digits at a time (each group below 10**4, in uint16), then one multiply-add per group."""
+def _horner(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint64 value of each column of ASCII digits (width, n), most significant row first, and
+    whether every character was a digit. Four digits at a time (each group below 10**4, in uint16),
+    then one multiply-add per group."""
     k, n = digits.shape
     acc = np.zeros(n, np.uint64)
     if not k:
-        return acc
-    d = (digits - np.uint8(48)).astype(np.uint16)
+        return acc, np.ones(n, bool)
+    d = digits - np.uint8(48)  # a non-digit wraps above 9
+    ok = d.max(axis=0) <= 9
+    d = d.astype(np.uint16)
     head = k % 4
     for row in d[:head]:
         acc *= np.uint64(10)
@@ -339,7 +342,7 @@ def _horner(digits: np.ndarray) -> np.ndarray:
         for row in groups:
             acc *= np.uint64(10_000)
             acc += row
-    return acc
+    return acc, ok
 
 
 def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,8 +357,9 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     whose result rounds correctly to a double unless it lies exactly halfway between two doubles:
     those few go to the parser too.
 
-    Works on the transposed bytes (one contiguous row per character position); a group's digits are
-    then plain row slices, with no per-field shifting.
+    Works on the transposed bytes (one contiguous row per character position): a group's digits are
+    row slices, with no per-field shifting. The largest group is computed over every field (the
+    others' results discarded), so the usual one-shape file needs no gather at all.
     """
     n = len(offsets)
     values = np.zeros(n)
@@ -376,24 +380,25 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
     n_frac = np.where(has_dot, length - dot - 1, 0).astype(np.int8)
     total = n_int + n_frac
     group = np.where((total >= 1) & (total <= 19), signed * 20 + n_int, -1).astype(np.int16)
-    counts = np.bincount(group + 1, minlength=41)
-    for key in np.flatnonzero(counts[1:]).tolist():
+    counts = np.bincount(group + 1, minlength=41)[1:]
+    largest = int(np.argmax(counts))
+    for key in np.flatnonzero(counts).tolist():
         sign, a = divmod(key, 20)
-        sel = slice(None) if counts[key + 1] == n else np.flatnonzero(group == key)
+        member = group == key
+        whole = key == largest or counts[key] == n
+        sel = slice(None) if whole else np.flatnonzero(member)
         frac_len = n_frac[sel]
-        b = int(frac_len.max())  # <= 19 - a: every field of the group has at most 19 digits
+        b = int(frac_len[member].max() if whole else frac_len.max())  # <= 19 - a in the group
         int_part = chars[sign : sign + a, sel]
-        frac_part = chars[sign + a + 1 : sign + a + 1 + b, sel]
-        if isinstance(sel, slice):
-            frac_part = frac_part.copy()
-        np.putmask(frac_part, np.arange(b, dtype=np.int8)[:, None] >= frac_len[None, :], np.uint8(48))
-        good = np.ones(len(frac_len), bool)
-        for part in (int_part, frac_part):
-            if len(part):
-                good &= (part - np.uint8(48)).max(axis=0) <= 9  # other characters wrap above 9
-        mant = _horner(int_part) * np.uint64(10**b) + _horner(frac_part)
+        frac_part = chars[sign + a + 1 : sign + a + 1 + b, sel].copy()
+        for j in range(int(frac_len.min()) if len(frac_len) else b, b):  # past a fraction's end: '0'
+            frac_part[j][frac_len <= j] = 48
+        int_value, good = _horner(int_part)
+        frac_value, frac_good = _horner(frac_part)
+        good &= frac_good
+        mant = int_value * np.uint64(10**b) + frac_value
         v = mant.astype(np.float64) / _POW10[b]
-        wide = np.flatnonzero(good & (mant >= np.uint64(1 << 53)))
+        wide = np.flatnonzero(good & (mant >= np.uint64(1 << 53)) & (member[sel] if whole else True))
         if len(wide):
             if _EXTENDED:
                 q = mant[wide].astype(np.longdouble) / _POW10_EXT[b]
@@ -402,8 +407,12 @@ def _plain_decimals(padded: np.ndarray, offsets: np.ndarray, lengths: np.ndarray
                 good[wide[low_bits == np.uint64(0x400)]] = False  # exactly halfway between two doubles
             else:
                 good[wide] = False
-        values[sel] = v
-        ok[sel] = good
+        if whole:
+            values[member] = v[member]
+            ok[member] = good[member]
+        else:
+            values[sel] = v
+            ok[sel] = good
     np.negative(values, out=values, where=(signed == 1) & (lead == 45))
     return values, ok
 

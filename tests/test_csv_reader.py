@@ -361,7 +361,7 @@ def test_horner_reads_digit_columns(width, values):
 
     texts = [str(v % 10**width).zfill(width) if width else "" for v in values]
     digits = np.array([[ord(c) for c in t] for t in texts], dtype=np.uint8).reshape(len(texts), width).T
-    assert _horner(np.ascontiguousarray(digits)).tolist() == [int(t or "0") for t in texts]
+    assert _horner(np.ascontiguousarray(digits))[0].tolist() == [int(t or "0") for t in texts]
 
 
 def test_the_scorer_names_the_lines_of_a_duplicate_pair(tmp_path):
