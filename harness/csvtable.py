@@ -301,7 +301,7 @@ class _BytesTable(Table):
         rest = rows[~ok]
         if len(rest):  # other forms (exponents, 20+ digits, inf/nan, spaces): numpy's parser
             width = max(int(ln[rest].max()), 1)
-            raw = self._gather(col, width, np.uint8, rest).view(f"S{width}").reshape(-1)
+            raw = np.ascontiguousarray(self._gather(col, width, np.uint8, rest)).view(f"S{width}").reshape(-1)
             parsed, first = _parse_each(raw)
             values[rest] = parsed
             if first is not None:
@@ -317,7 +317,12 @@ class _BytesTable(Table):
 
 
 def _windows(padded: np.ndarray, offsets: np.ndarray, width: int) -> np.ndarray:
-    """(n, width) copy of ``padded[o : o + width]`` for each offset (all in range)."""
+    """(n, width) copy of ``padded[o : o + width]`` for each offset (all in range, 8 bytes of slack
+    after the last). Up to 8 bytes: one unaligned 8-byte load per field (2-4x faster than copying
+    rows of a sliding-window view)."""
+    if width <= 8:
+        words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+        return words[offsets].view(np.uint8).reshape(-1, 8)[:, :width]
     return np.lib.stride_tricks.sliding_window_view(padded, width)[offsets]
 
 
