@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from harness import csvtable
 from harness.cli import main
-from harness.csvtable import MAX_ID_CHARS, MAX_LINE_BYTES, _PAD, _plain_decimals, _RowsTable, read_table
+from harness.csvtable import MAX_ID_CHARS, MAX_LINE_BYTES, _plain_decimals, _RowsTable, _windows, read_table
 from harness.errors import SubmissionError, shown, shown_path
 from harness.submissions import read_matching_csv, read_pairs_csv
 
@@ -97,10 +97,9 @@ decimal_text = st.builds(
 
 def _decimals(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     data = "\n".join(strings).encode()
-    padded = np.concatenate([np.zeros(_PAD, np.uint8), np.frombuffer(data, np.uint8), np.zeros(_PAD, np.uint8)])
     lens = np.array([len(s) for s in strings], dtype=np.int64)
     starts = np.concatenate(([0], np.cumsum(lens + 1)[:-1])).astype(np.int64)
-    return _plain_decimals(padded, starts + _PAD, lens)
+    return _plain_decimals(np.frombuffer(data, np.uint8), starts, lens)
 
 
 def _is_plain(s: str) -> bool:
@@ -373,3 +372,14 @@ def test_the_scorer_names_the_lines_of_a_duplicate_pair(tmp_path):
     with pytest.raises(SubmissionError, match=r"duplicate prediction \(Q00000, R000001\), also on line 2") as info:
         Disc21Scorer().score(str(sub), str(gt))
     assert info.value.where == "line 5"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 12), st.lists(st.integers(0, 45), max_size=10))
+def test_windows_copy_the_bytes_and_zero_past_the_end(data, width, offsets):
+    buf = np.frombuffer(data, np.uint8)
+    offsets = np.array([o for o in offsets if o <= len(data)], dtype=np.int64)
+    out = _windows(buf, offsets, width)
+    assert out.shape == (len(offsets), width)
+    for row, o in zip(out.tolist(), offsets.tolist()):
+        assert bytes(row) == (data[o : o + width] + bytes(width))[:width]
