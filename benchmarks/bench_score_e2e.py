@@ -8,7 +8,8 @@ allowed to write bytecode caches even under PYTHONDONTWRITEBYTECODE, as an insta
 them). The baseline does every check the harness does (column count, blank lines, header, number
 syntax, finite scores, empty ids, duplicate pairs, a query listed twice in the GT) and the
 "official" scorer's metrics; the results must agree (to 1e-9) or the script fails. Prints the best
-and median wall time of each and the ratios (goal: >= 5x), for scores written with 3 decimals
+and median wall time of each and the ratios (goal: >= 5x), and the same for CPU time (user +
+system of the child process: steadier than wall time on a shared machine), for scores written with 3 decimals
 (``short``, many ties) and as Python's shortest repr (``repr``, up to 17 digits: these take numpy's
 parser instead of the exact fast path). Also prints the start-up cost alone (a one-row file).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -123,13 +125,17 @@ def make_files(tmp: Path, n: int, seed: int, scores: str) -> tuple[Path, Path]:
     return pred, gt
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str, float]:
+    """Wall time, stdout, and CPU time (user + system) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{res.stderr.strip()}")
-    return elapsed, res.stdout
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, res.stdout, cpu
 
 
 def main() -> None:
@@ -149,31 +155,34 @@ def main() -> None:
         tiny, tiny_gt = tmp / "tiny.csv", tmp / "tiny_gt.csv"
         tiny.write_text("Q00001,R000001,0.5\n")
         tiny_gt.write_text("Q00001,R000001\n")
-        start_up = []
-        for _ in range(args.repeat):
-            start_up.append(timed(harness + [str(tiny), "--ground-truth", str(tiny_gt), "--json"], warm_env)[0])
-        print(f"start-up alone (one-row files): best {min(start_up):.3f} s, median {statistics.median(start_up):.3f} s")
+        start_up = [timed(harness + [str(tiny), "--ground-truth", str(tiny_gt), "--json"], warm_env) for _ in range(args.repeat)]
+        print(
+            f"start-up alone (one-row files): wall best {min(t[0] for t in start_up):.3f} s, "
+            f"median {statistics.median(t[0] for t in start_up):.3f} s; CPU best {min(t[2] for t in start_up):.3f} s"
+        )
         for kind in (["short", "repr"] if args.scores == "both" else [args.scores]):
             pred, gt = make_files(tmp, args.n, args.seed, kind)
             cmd_plain = [sys.executable, str(plain), str(pred), str(gt)]
             cmd_harness = harness + [str(pred), "--ground-truth", str(gt), "--json"]
-            _, out_plain = timed(cmd_plain, warm_env)
-            _, out_harness = timed(cmd_harness, warm_env)
+            out_plain = timed(cmd_plain, warm_env)[1]
+            out_harness = timed(cmd_harness, warm_env)[1]
             ref = [float(x) for x in out_plain.split()]
             got = json.loads(out_harness)
             for key, value in zip(KEYS, ref):
                 assert abs(float(got[key]) - value) <= 1e-9, (kind, key, got[key], value)
-            t_plain, t_harness = [], []
-            for _ in range(args.repeat):
-                t_plain.append(timed(cmd_plain, env)[0])
-                t_harness.append(timed(cmd_harness, env)[0])
-            bp, bh = min(t_plain), min(t_harness)
-            mp, mh = statistics.median(t_plain), statistics.median(t_harness)
-            print(
-                f"scores {kind:<5}: {int(got['n_predictions']):,} scored of {args.n:,} rows ({pred.stat().st_size / 1e6:.1f} MB); "
-                f"plain script best {bp:.3f} s / median {mp:.3f} s; harness score best {bh:.3f} s / median {mh:.3f} s; "
-                f"end-to-end ratio {bp / bh:.1f}x (best), {mp / mh:.1f}x (median); metrics identical to 1e-9"
-            )
+            runs_plain, runs_harness = [], []
+            for _ in range(args.repeat):  # interleaved: both see the same machine load
+                runs_plain.append(timed(cmd_plain, env))
+                runs_harness.append(timed(cmd_harness, env))
+            print(f"scores {kind:<5}: {int(got['n_predictions']):,} scored of {args.n:,} rows ({pred.stat().st_size / 1e6:.1f} MB), metrics identical to 1e-9")
+            for label, i in (("wall", 0), ("CPU ", 2)):
+                p = [r[i] for r in runs_plain]
+                h = [r[i] for r in runs_harness]
+                print(
+                    f"  {label}: plain script best {min(p):.3f} s / median {statistics.median(p):.3f} s; "
+                    f"harness score best {min(h):.3f} s / median {statistics.median(h):.3f} s; "
+                    f"end-to-end ratio {min(p) / min(h):.1f}x (best), {statistics.median(p) / statistics.median(h):.1f}x (median)"
+                )
 
 
 if __name__ == "__main__":

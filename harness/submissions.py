@@ -134,6 +134,17 @@ def read_matching_csv(
 
     Returns ``(query_ids, reference_ids, scores)``: str arrays stripped of whitespace and float64.
     """
+    q, r, scores, lines = read_matching_rows(path, max_rows=max_rows, max_bytes=max_bytes)
+    check_unique_predictions(path, q, r, lines)
+    return q, r, scores
+
+
+def read_matching_rows(
+    path: str | os.PathLike[str], *, max_rows: int = 500_000, max_bytes: int = MAX_CSV_BYTES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`read_matching_csv` without the duplicate check, plus the file line of each row: for a
+    caller that finds duplicates anyway (the DISC21 metrics do) and calls
+    :func:`check_unique_predictions` only to name their lines."""
     header = ("query_id", "reference_id", "score")
     table = _read_table(path, max_bytes, header, max_rows, "prediction rows")
     scores, bad = table.numbers(2)
@@ -153,16 +164,18 @@ def read_matching_csv(
     q, r = table.ids(0), table.ids(1)
     _no_empty(path, table, q, "query_id")
     _no_empty(path, table, r, "reference_id")
-    (qc, nq), (rc, nr) = _codes(q), _codes(r)
+    return q, r, scores, table.lines
+
+
+def check_unique_predictions(path: Any, q: np.ndarray, r: np.ndarray, lines: np.ndarray) -> None:
+    """Refuse a repeated (query, reference) pair, naming its first repeat's line and the earlier one."""
+    (qc, _), (rc, nr) = _codes(q), _codes(r)
     dup = _duplicate_rows(qc * max(nr, 1) + rc)
     if dup is not None:
         i, j = dup
         raise SubmissionError(
-            path,
-            f"duplicate prediction ({_id(q[i])}, {_id(r[i])}), also on {table.where(i)}",
-            where=table.where(j),
+            path, f"duplicate prediction ({_id(q[i])}, {_id(r[i])}), also on line {int(lines[i])}", where=f"line {int(lines[j])}"
         )
-    return q, r, scores
 
 
 def read_pairs_csv(

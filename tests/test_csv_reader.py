@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from harness import csvtable
 from harness.cli import main
-from harness.csvtable import MAX_ID_CHARS, MAX_LINE_BYTES, _PAD, _plain_decimals, _RowsTable, read_table
+from harness.csvtable import MAX_ID_CHARS, MAX_LINE_BYTES, _plain_decimals, _RowsTable, _windows, read_table
 from harness.errors import SubmissionError, shown, shown_path
 from harness.submissions import read_matching_csv, read_pairs_csv
 
@@ -97,10 +97,9 @@ decimal_text = st.builds(
 
 def _decimals(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     data = "\n".join(strings).encode()
-    padded = np.concatenate([np.zeros(_PAD, np.uint8), np.frombuffer(data, np.uint8), np.zeros(_PAD, np.uint8)])
     lens = np.array([len(s) for s in strings], dtype=np.int64)
     starts = np.concatenate(([0], np.cumsum(lens + 1)[:-1])).astype(np.int64)
-    return _plain_decimals(padded, starts + _PAD, lens)
+    return _plain_decimals(np.frombuffer(data, np.uint8), starts, lens)
 
 
 def _is_plain(s: str) -> bool:
@@ -352,3 +351,35 @@ def test_quoted_and_plain_files_read_the_same(tmp_path):
     a, b = read_matching_csv(plain), read_matching_csv(quoted)
     for x, y in zip(a, b):
         assert x.tolist() == y.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 19), st.lists(st.integers(0, 10**19 - 1), min_size=1, max_size=20))
+def test_horner_reads_digit_columns(width, values):
+    from harness.csvtable import _horner
+
+    texts = [str(v % 10**width).zfill(width) if width else "" for v in values]
+    digits = np.array([[ord(c) for c in t] for t in texts], dtype=np.uint8).reshape(len(texts), width).T
+    assert _horner(np.ascontiguousarray(digits))[0].tolist() == [int(t or "0") for t in texts]
+
+
+def test_the_scorer_names_the_lines_of_a_duplicate_pair(tmp_path):
+    from harness_plugins.disc21.scorer import Disc21Scorer
+
+    gt, sub = tmp_path / "gt.csv", tmp_path / "p.csv"
+    gt.write_text("Q00000,R000001\n")
+    sub.write_text("query_id,reference_id,score\nQ00000,R000001,0.5\n\nQ00001,R000001,0.5\nQ00000 , R000001,0.7\n")
+    with pytest.raises(SubmissionError, match=r"duplicate prediction \(Q00000, R000001\), also on line 2") as info:
+        Disc21Scorer().score(str(sub), str(gt))
+    assert info.value.where == "line 5"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 12), st.lists(st.integers(0, 45), max_size=10))
+def test_windows_copy_the_bytes_and_zero_past_the_end(data, width, offsets):
+    buf = np.frombuffer(data, np.uint8)
+    offsets = np.array([o for o in offsets if o <= len(data)], dtype=np.int64)
+    out = _windows(buf, offsets, width)
+    assert out.shape == (len(offsets), width)
+    for row, o in zip(out.tolist(), offsets.tolist()):
+        assert bytes(row) == (data[o : o + width] + bytes(width))[:width]

@@ -80,10 +80,15 @@ class Disc21Scorer:
             )
         if suffix != ".csv":
             return self._score_descriptors(submission, gt)
-        from harness.submissions import read_matching_csv
+        from harness.submissions import check_unique_predictions, read_matching_rows
 
-        q, r, s = read_matching_csv(submission)  # refuses duplicate pairs, naming their lines
-        return {**score_predictions(q, r, s, gt, scorer=self.scorer, unique_pairs=True), "track": "matching"}
+        q, r, s, lines = read_matching_rows(submission)
+        try:  # the metrics find duplicate pairs on their way (cheaper than a separate pass)
+            result = score_predictions(q, r, s, gt, scorer=self.scorer)
+        except ValueError:
+            check_unique_predictions(submission, q, r, lines)  # names the lines of a duplicate
+            raise
+        return {**result, "track": "matching"}
 
     def _score_descriptors(self, path: str | os.PathLike[str], gt: Disc21GroundTruth) -> dict[str, Any]:
         from harness.parts import Retrieval
