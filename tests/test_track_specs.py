@@ -18,7 +18,10 @@ import yaml
 from miniatures import make_disc21, make_revisitop
 
 REPO = Path(__file__).resolve().parent.parent
-SPECS = sorted(p for p in (REPO / "specs").glob("*.yaml") if not p.name.startswith("demo"))  # demos: test_demo_e2e
+# retrieval tracks on their real layouts (demos: test_demo_e2e; other pipelines: below)
+SPECS = sorted(p for p in (REPO / "specs").glob("*.yaml")
+               if not p.stem.startswith("demo") and not p.stem.endswith("-demo")
+               and yaml.safe_load(p.read_text()).get("pipeline", "retrieval") == "retrieval")
 MINI_COUNTS = {"n_queries": 10, "n_references": 16, "n_train": 12}
 
 
@@ -72,3 +75,32 @@ def test_spec_runs_on_a_miniature(spec_path, tmp_path):
     else:
         # the miniature's easy views are near copies: GIST + L2 normalization finds them
         assert values["medium.map"] > 0.5, values
+
+
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def test_simat_spec_runs_on_a_miniature_of_the_official_layout(tmp_path):
+    from harness_plugins.simat.miniature import write_simat_miniature
+
+    data = write_simat_miniature(tmp_path / "simat", copies=2)
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_CLIP))
+    spec_path = REPO / "specs" / "simat.yaml"
+    cmd = [sys.executable, "-m", "harness", "run", str(spec_path), "--output", str(tmp_path / "results"), "--json",
+           "--set", f"dataset={{name: simat, root: {data}, split: dev, oracle: {data / 'oscar_similarity_matrix.npy'}}}",
+           "--set", f"encoder={{name: openclip, model: tiny, config: {tmp_path / 'tiny.json'}}}",
+           "--set", "composer={name: simat.arithmetic, lambda_: 1.0}"]
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    spec = yaml.safe_load(spec_path.read_text())
+    assert len(doc["cells"]) == len(spec["grid"][0]["composer.lambda_"])
+    by_name = {s["stage"]: s for s in doc["stages"]}
+    every = list(range(len(doc["cells"])))
+    for shared in ("describe:database", "describe:texts", "compose:prepare"):  # encoded once for the lambda grid
+        assert by_name[shared]["status"] == "computed" and by_name[shared]["cells"] == every
+    for cell in doc["cells"]:
+        assert 0.0 <= cell["metrics"]["simat.score"]["values"]["score"] <= 100.0
+    assert {t["name"] for t in doc["tables"]} == {"queries"}

@@ -21,6 +21,13 @@ def register_pipelines(register):
 
 
 @hookimpl
+def register_transforms(register):
+    from .embed_transform import EmbedTransform
+
+    register("watermark.embed", EmbedTransform)
+
+
+@hookimpl
 def register_watermarkers(register):
     from .invisible import DwtDct, DwtDctSvd, RivaGAN
     from .ssl import SSLWatermarker

@@ -164,9 +164,10 @@ class _BitMetric(_PerCell):
     protocol = "watermark-detection/bits"
 
     def check(self, table: Detections) -> None:
-        if len(table) and (table.bits is None or table.message is None):
-            missing = "decoded bits" if table.bits is None else "true message bits"
-            raise UserError(f"{self.name}: the detections have no {missing} (a zero-bit method decodes no message)")
+        # a zero-bit method decodes no message: its bit metrics are "not applicable" (None), so one grid
+        # can compare zero-bit and multi-bit methods; decoded bits without the true message are a bug
+        if len(table) and table.bits is not None and table.message is None:
+            raise UserError(f"{self.name}: the detections have decoded bits but no true message bits")
 
     def matches(self, table: Detections) -> np.ndarray:
         """(n_marked, k) booleans: decoded bit == message bit, over the marked rows."""
