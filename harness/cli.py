@@ -182,8 +182,10 @@ def score(track: str, submission: str | None, ground_truth: str | None, as_json:
         click.echo("\n" + track_help(track, part.factory))
         return
     options = parse_track_options(track, part.factory, list(track_options))
-    if submission is None or ground_truth is None:
-        raise click.UsageError("SUBMISSION and --ground-truth GT are required")
+    if submission is None:
+        raise click.UsageError("missing argument 'SUBMISSION'")
+    if ground_truth is None:
+        raise click.UsageError("missing option '--ground-truth'")
     with _json_stdout(as_json):
         result = reg.create("scorer", track, options).score(submission, ground_truth)
     if as_json:

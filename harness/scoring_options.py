@@ -54,8 +54,8 @@ def parse_track_options(track: str, factory: Callable[..., Any], args: list[str]
     except click.NoSuchOption as exc:
         raise UserError(f"track {track!r} does not support {exc.option_name}") from None
     except click.BadParameter as exc:
-        where = "/".join(exc.param.opts) if exc.param is not None else f"track {track!r}"
-        raise UserError(f"{where}: {exc.message}") from None
+        where = "/".join(exc.param.opts) if exc.param is not None else "an option"
+        raise UserError(f"harness score: invalid value for '{where}': {exc.message.rstrip('.')}") from None
     except click.UsageError as exc:
         raise UserError(f"track {track!r}: {exc.message}") from None
     return {k: v for k, v in ctx.params.items() if v is not None}
