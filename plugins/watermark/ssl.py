@@ -153,6 +153,7 @@ class SSLWatermarker:
         self._head: Any = None
         self._dim: int | None = None
         self._window: Any = None
+        self._channels_last = False
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -201,7 +202,8 @@ class SSLWatermarker:
         """(B, 3, H, W) normalised images -> (B, D) features (whitened when configured), differentiable."""
         import torch
 
-        f = self.backbone._embed(x).float()
+        self._prepare_model()
+        f = self.backbone._embed(x.contiguous(memory_format=torch.channels_last)).float()
         if self._whitening is not None:
             if self._head is None:
                 w, b = self._whitening
@@ -215,12 +217,21 @@ class SSLWatermarker:
             f = f @ wt.T + (bt if bt is not None else 0.0)
         return f
 
+    def _prepare_model(self) -> None:
+        """Build the network outside inference mode (its weights serve autograd when marking) and
+        switch it to channels-last, which CPU convolutions run about 2.5x faster on batches."""
+        if not self._channels_last:
+            import torch
+
+            self.backbone.model.to(memory_format=torch.channels_last)
+            self._channels_last = True
+
     @property
     def dim(self) -> int:
         if self._dim is None:
             import torch
 
-            self.backbone.model  # built outside inference mode: its weights must serve autograd later
+            self._prepare_model()
             with torch.no_grad():
                 self._dim = int(self.features(torch.zeros(1, 3, 64, 64, device=self.device)).shape[1])
             if self._dim < 2:
