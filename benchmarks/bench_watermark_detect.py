@@ -104,10 +104,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2, help="alternating timed runs of each path (best kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from harness.testing import sample_images
     from harness_plugins.watermark.ssl import SSLWatermarker
