@@ -4,7 +4,9 @@ the style of ssl_watermarking's evaluate.py (same images, same attacked images, 
 The baseline does what the reference evaluation does: for each image, make its attacked versions,
 then for each one ToTensor + normalise, a forward pass of one image, and the hypercone p-value from
 scipy per image. The harness path attacks the same images with the same functions, then calls
-``SSLWatermarker.detect_batch`` once on everything (images of one size batched, inference mode).
+``SSLWatermarker.detect_batch`` once on everything (images of one size batched, inference mode, the
+network in channels-last layout; the baseline runs a copy of the same weights in torch's default
+layout, as the reference does).
 Both report the same scores (|cos| to the key's carrier) and p-values: the script checks they agree
 and prints the ratio of wall times. Random-initialised backbone (labelled), no download.
 
@@ -54,12 +56,20 @@ def attacks():
     ]
 
 
-def reference_loop(marker, images, keys, grid):
+def reference_model(marker):
+    """The same weights in torch's default (contiguous NCHW) layout, as the reference runs them."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(marker.backbone.model).to(memory_format=torch.contiguous_format)
+
+
+def reference_loop(model, marker, images, keys, grid):
     """Per image: attacked versions, then one forward per attacked image (evaluate.py's structure)."""
     import torch
     from scipy.special import betainc
 
-    model = marker.backbone.model
     mean, std = marker._norm_consts()
     rows = []
     for im, key in zip(images, keys):
@@ -68,7 +78,7 @@ def reference_loop(marker, images, keys, grid):
         for (label, _), a in zip(grid, attacked):
             x = torch.from_numpy(np.asarray(a, dtype=np.float32).transpose(2, 0, 1).copy()) / 255.0
             x = ((x.unsqueeze(0) - mean) / std)
-            ft = marker.features(x) if marker._whitening is not None else model(x)
+            ft = model(x)
             dot = (ft.double() @ carrier.double().T).squeeze()
             norm = torch.norm(ft.double(), dim=-1)
             cos = float(torch.abs(dot / norm))
@@ -94,10 +104,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2, help="alternating timed runs of each path (best kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from harness.testing import sample_images
     from harness_plugins.watermark.ssl import SSLWatermarker
@@ -107,13 +121,15 @@ def main() -> None:
     keys = list(range(1, args.images + 1))
     grid = attacks()
     marker.dim  # build the model before timing
+    ref_model = reference_model(marker)
     with torch.inference_mode():
-        marker.features(marker._to_tensor(images[:1]))  # warm-up
+        marker.features(marker._to_tensor(images[:1]))  # warm-up of both
+        ref_model(marker._to_tensor(images[:1]))
 
     t_ref, t_batched = [], []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        ref = reference_loop(marker, images, keys, grid)
+        ref = reference_loop(ref_model, marker, images, keys, grid)
         t_ref.append(time.perf_counter() - start)
         start = time.perf_counter()
         labels, dets = harness_batched(marker, images, keys, grid)

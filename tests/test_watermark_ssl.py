@@ -198,3 +198,14 @@ def test_bad_parameters():
     with pytest.raises(UserError, match="unknown timm model"):
         SSLWatermarker(model="resnet5o", device="cpu")
     assert math.isfinite(hypercone_threshold(256, 1e-6))
+
+
+def test_size_groups_bound_images_and_pixels():
+    from PIL import Image
+
+    from harness_plugins.watermark.batching import size_groups
+
+    ims = [Image.new("RGB", s) for s in [(4, 4), (8, 2), (4, 4), (4, 4), (8, 2), (100, 100)]]
+    assert size_groups(ims, 2) == [[0, 2], [3], [1, 4], [5]]
+    assert size_groups(ims, 8, max_pixels=32) == [[0, 2], [3], [1, 4], [5]]  # 2 images of 16 px; one too large still goes alone
+    assert marker().max_batch_pixels == 512 * 512 and marker(max_batch_pixels=10).max_batch_pixels == 10

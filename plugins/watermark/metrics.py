@@ -15,7 +15,8 @@ positives); rows with ``marked = False`` are the original images after the same 
   The threshold is the (m+1)-th largest negative score s*, and an image is flagged iff
   score > s* (strictly). Equivalently: the smallest observed score T such that the rule
   "score >= T" (ties at T flagged) has empirical FPR <= t. The realized FPR (``fpr@t``) therefore never
-  exceeds t, and a positive tied with s* is a miss. Targets must lie in (0, 1).
+  exceeds t, and a positive tied with s* is a miss. Targets must lie in (0, 1). ``threshold@t`` is s*
+  (None when s* is infinite).
 - ``watermark.auroc``: P(score of a positive > score of a negative) + 1/2 P(equal), i.e. ties count
   one half (Mann-Whitney U with average ranks).
 - ``watermark.bit_accuracy`` / ``watermark.word_accuracy``: over the positives, the mean fraction of
@@ -133,7 +134,7 @@ class EmpiricalTPR(_PerCell):
                 continue
             thr = neg_desc[allowed_false_positives(len(neg), t)]
             out[f"tpr@{key}"] = float(np.mean(pos > thr))
-            out[f"threshold@{key}"] = float(thr)
+            out[f"threshold@{key}"] = float(thr) if np.isfinite(thr) else None  # JSON has no infinity
             out[f"fpr@{key}"] = float(np.mean(neg > thr))
         return out
 
