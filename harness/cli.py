@@ -14,7 +14,7 @@ from harness import __version__
 from harness.errors import Terminated, UserError, environment_error, error_lines, is_environment_error
 from harness.messages import one_line, short_repr
 
-from harness.plugins import KINDS  # light: pluggy only
+from harness.kinds import KINDS  # light: no plugin machinery at start-up
 
 KIND_CHOICES = list(KINDS)
 

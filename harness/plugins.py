@@ -26,19 +26,7 @@ from harness.errors import PluginError, UserError
 
 ENTRY_POINT_GROUP = "harness"
 
-#: kind (as used in messages and ``harness list KIND``) -> hook name.
-KINDS: dict[str, str] = {
-    "pipeline": "register_pipelines",
-    "dataset": "register_datasets",
-    "transform": "register_transforms",
-    "descriptor": "register_descriptors",
-    "postprocessor": "register_postprocessors",
-    "index": "register_indexes",
-    "watermarker": "register_watermarkers",
-    "composer": "register_composers",
-    "metric": "register_metrics",
-    "scorer": "register_scorers",
-}
+from harness.kinds import KINDS  # noqa: E402 - kind -> hook name, light for the CLI
 
 
 @dataclass(frozen=True)
