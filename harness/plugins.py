@@ -23,10 +23,10 @@ import pluggy
 
 from harness import hookspecs
 from harness.errors import PluginError, UserError
+from harness.kinds import KINDS
 
 ENTRY_POINT_GROUP = "harness"
 
-from harness.kinds import KINDS  # noqa: E402 - kind -> hook name, light for the CLI
 
 
 @dataclass(frozen=True)
