@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from harness.submissions import first_duplicate_column
+from harness_plugins.revisitop.files import first_duplicate_column
 from harness_plugins.revisitop.groundtruth import QueryGnd, RevisitopGroundTruth
 from harness_plugins.revisitop.metrics import compute_revisitop
 

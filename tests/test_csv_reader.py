@@ -17,7 +17,7 @@ from harness import csvtable
 from harness.cli import main
 from harness.csvtable import MAX_ID_CHARS, MAX_LINE_BYTES, _plain_decimals, _RowsTable, _windows, read_table
 from harness.errors import SubmissionError, shown, shown_path
-from harness.submissions import read_matching_csv, read_pairs_csv
+from harness_plugins.disc21.files import read_matching_csv, read_pairs_csv
 
 HEADER = ("query_id", "reference_id", "score")
 

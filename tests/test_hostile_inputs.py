@@ -114,7 +114,7 @@ def test_hdf5_variable_length_ids_all_pointing_at_one_huge_string(tmp_path, disc
 
 
 def test_hdf5_variable_length_ids_referring_to_more_than_the_file(tmp_path):
-    from harness.submissions import read_descriptor_h5
+    from harness_plugins.disc21.files import read_descriptor_h5
 
     sub = _vlen_sharing_one_string(tmp_path / "sub.h5", 50_000, 250)  # 12.5 MB of ids from a 2 MB file
     with pytest.raises(SubmissionError, match="refer to more string data than the file holds"):
@@ -122,7 +122,7 @@ def test_hdf5_variable_length_ids_referring_to_more_than_the_file(tmp_path):
 
 
 def test_hdf5_ids_with_an_embedded_nul_are_refused(tmp_path):
-    from harness.submissions import read_descriptor_h5
+    from harness_plugins.disc21.files import read_descriptor_h5
 
     sub = _h5(tmp_path / "sub.h5", query_ids=lambda f: f.create_dataset("query_ids", data=np.array([b"Q0", b"Q\x001"])))
     with pytest.raises(SubmissionError, match=r"query_ids\[1\]: id 'Q\\x001' is not printable ASCII"):
@@ -130,7 +130,7 @@ def test_hdf5_ids_with_an_embedded_nul_are_refused(tmp_path):
 
 
 def test_hdf5_honest_files_still_read_in_every_layout(tmp_path):
-    from harness.submissions import read_descriptor_h5
+    from harness_plugins.disc21.files import read_descriptor_h5
 
     vlen = h5py.string_dtype("ascii")
     layouts = {
@@ -256,7 +256,7 @@ def test_protocol_2_and_protocol_4_pickles_of_the_same_plain_values_read_the_sam
 
 
 def test_gnd_written_with_protocol_2_scores_like_protocol_4(tmp_path):
-    from harness.submissions import read_revisitop_gnd
+    from harness_plugins.revisitop.files import read_revisitop_gnd
 
     data = _gnd()
     data["gnd"][0]["junk"] = (2,)  # tuples too
@@ -288,7 +288,7 @@ def test_a_huge_value_in_a_ground_truth_is_not_rendered_in_full(tmp_path):
 
 
 def test_huge_integers_in_a_bbx_are_a_clean_error(tmp_path):
-    from harness.submissions import validate_revisitop_gnd
+    from harness_plugins.revisitop.files import validate_revisitop_gnd
 
     data = _gnd()
     data["gnd"][0]["bbx"] = [0, 0, 10**400, 1]

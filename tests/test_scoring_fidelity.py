@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from harness.cli import main
 from harness.errors import SubmissionError, UserError
-from harness.submissions import read_rankings_npy
+from harness_plugins.revisitop.files import read_rankings_npy
 from harness_plugins.disc21 import scorer as disc21_scorer
 from harness_plugins.disc21.groundtruth import Disc21GroundTruth
 from harness_plugins.disc21.metrics import score_predictions

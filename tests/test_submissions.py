@@ -11,19 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import submissions
+import harness_plugins.revisitop.files as revisitop_files
 from harness.errors import SubmissionError
-from harness.submissions import (
-    check_file,
-    first_duplicate_column,
-    read_descriptor_h5,
-    read_matching_csv,
-    read_pairs_csv,
-    read_rankings_npy,
-    read_revisitop_gnd,
-    read_text_file,
-    write_revisitop_gnd_json,
-)
+from harness.submissions import check_file, read_text_file
+from harness_plugins.disc21.files import read_descriptor_h5, read_matching_csv, read_pairs_csv
+from harness_plugins.revisitop.files import first_duplicate_column, read_rankings_npy, read_revisitop_gnd, write_revisitop_gnd_json
 
 h5py = pytest.importorskip("h5py")
 
@@ -264,16 +256,16 @@ def test_first_duplicate_column_matches_slow(seed, k, nq, high, offset, fortran,
     if fortran:
         ranks = np.asfortranarray(ranks)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(submissions, "_COLUMN_BLOCK_BYTES", group * max(k, 1) * 8)  # several column groups
+        mp.setattr(revisitop_files, "_COLUMN_BLOCK_BYTES", group * max(k, 1) * 8)  # several column groups
         assert first_duplicate_column(ranks) == slow_first_duplicate_column(ranks)
 
 
 def test_columns_copies_in_row_blocks():
     a = np.arange(7 * 50).reshape(50, 7)
     for start, stop in ((0, 7), (2, 5), (6, 7)):
-        assert (submissions._columns(a, start, stop, block_rows=8) == a[:, start:stop].T).all()
+        assert (revisitop_files._columns(a, start, stop, block_rows=8) == a[:, start:stop].T).all()
     scratch = np.empty((3, 50), dtype=a.dtype)
-    assert (submissions._columns(a, 4, 7, scratch, block_rows=16) == a[:, 4:7].T).all()
+    assert (revisitop_files._columns(a, 4, 7, scratch, block_rows=16) == a[:, 4:7].T).all()
 
 
 @pytest.mark.parametrize("order", ["C", "F"])

@@ -178,7 +178,7 @@ class Disc21Dataset:
         path = self.ground_truth_path
         if not path.is_file():
             raise UserError(f"{path}: DISC21 ground truth file not found (set dataset.ground_truth)")
-        from harness.submissions import read_pairs_csv  # the shared safe reader (limits, duplicates, header)
+        from .files import read_pairs_csv  # the safe reader (limits, duplicates, header)
 
         gt_q, gt_r = read_pairs_csv(path)
         gt_q, gt_r = np.asarray(gt_q, dtype=str), np.asarray(gt_r, dtype=str)

@@ -38,6 +38,6 @@ class Disc21GroundTruth:
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> "Disc21GroundTruth":
         """Read ``query_id,reference_id`` (header optional) with the safe reader; rejects a query listed twice."""
-        from harness.submissions import read_pairs_csv
+        from harness_plugins.disc21.files import read_pairs_csv
 
         return cls.from_arrays(*read_pairs_csv(path))

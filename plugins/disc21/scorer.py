@@ -80,7 +80,7 @@ class Disc21Scorer:
             )
         if suffix != ".csv":
             return self._score_descriptors(submission, gt)
-        from harness.submissions import check_unique_predictions, read_matching_rows
+        from harness_plugins.disc21.files import check_unique_predictions, read_matching_rows
 
         q, r, s, lines = read_matching_rows(submission)
         try:  # the metrics find duplicate pairs on their way (cheaper than a separate pass)
@@ -92,7 +92,7 @@ class Disc21Scorer:
 
     def _score_descriptors(self, path: str | os.PathLike[str], gt: Disc21GroundTruth) -> dict[str, Any]:
         from harness.parts import Retrieval
-        from harness.submissions import read_descriptor_h5
+        from harness_plugins.disc21.files import read_descriptor_h5
         from harness_plugins.faiss.search import global_top_k, knn_search
 
         sub = read_descriptor_h5(path)

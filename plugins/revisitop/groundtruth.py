@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import harness_plugins.revisitop.files as revisitop_files
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ class RevisitopGroundTruth:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str) -> RevisitopGroundTruth:
-        """Typed ground truth from the validated plain dict of :func:`harness.submissions.read_revisitop_gnd`."""
+        """Typed ground truth from the validated plain dict of :func:`harness.revisitop_files.read_revisitop_gnd`."""
         gnd = tuple(
             QueryGnd(
                 easy=np.asarray(g["easy"], dtype=np.int64).ravel(),
@@ -45,6 +46,6 @@ class RevisitopGroundTruth:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], name: str) -> RevisitopGroundTruth:
         """Read ``gnd_<name>.pkl`` (restricted unpickler) or its JSON form, validated."""
-        from harness.submissions import read_revisitop_gnd  # the shared safe reader (limits, structure)
+        from .files import read_revisitop_gnd  # the safe reader (limits, structure)
 
         return cls.from_dict(read_revisitop_gnd(path), name)

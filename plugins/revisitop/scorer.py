@@ -21,7 +21,7 @@ class RevisitopScorer:
         self.name = name
 
     def score(self, submission: str, ground_truth: str) -> dict[str, Any]:
-        from harness.submissions import read_rankings_npy
+        from harness_plugins.revisitop.files import read_rankings_npy
 
         from harness.errors import SubmissionError
 
