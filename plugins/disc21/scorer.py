@@ -11,7 +11,7 @@ import numpy as np
 from harness.errors import SubmissionError, UserError
 
 from .groundtruth import Disc21GroundTruth
-from .metrics import SCORERS, score_predictions
+from .metrics import PR_POINTS, SCORERS, score_predictions
 
 #: The isc2021 scripts' fixed number of global results for descriptor submissions.
 ISC2021_MAX_RESULTS = 500_000
@@ -22,6 +22,7 @@ class Disc21Scorer:
 
     version = "1"
     display = {"threshold*": "number", "n_*": "integer", "k": "integer", "*": "percent"}
+    main_metric = "micro_ap"  # leaderboards rank by it (`harness board show`)
     options_help = {
         "scorer": "official (leaderboard: predictions of queries the GT does not list are dropped) or isc2021 "
                   "(organizers' library: they count as false positives). Default: official.",
@@ -61,7 +62,7 @@ class Disc21Scorer:
         from harness.submissions import read_matching_csv
 
         q, r, s = read_matching_csv(submission)
-        return {**score_predictions(q, r, s, gt, scorer=self.scorer), "track": "matching"}
+        return {**score_predictions(q, r, s, gt, scorer=self.scorer, pr_points=PR_POINTS), "track": "matching"}
 
     def _score_descriptors(self, path: str | os.PathLike[str], gt: Disc21GroundTruth) -> dict[str, Any]:
         from harness.parts import Retrieval
@@ -83,5 +84,5 @@ class Disc21Scorer:
             neighbors = global_top_k(xq, sub["reference"], k, metric="l2")
             info = {"search": "global_top_k", "k": k}
         q, r, s = Retrieval(qids, sub["reference_ids"], neighbors).predictions()
-        result = score_predictions(q, r, s, gt, scorer=self.scorer)
+        result = score_predictions(q, r, s, gt, scorer=self.scorer, pr_points=PR_POINTS)
         return {**result, "track": "descriptor", **info, "n_queries_searched": int(len(qids))}
