@@ -99,6 +99,9 @@ def write_report(output: str | os.PathLike[str], docs: list[tuple[str, dict[str,
     html.add("</main></body></html>\n")
     data = "".join(html.parts).encode("utf-8")
     atomic_write_bytes(Path(output), data)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(output, 0o666 & ~umask)  # a report is for sharing (the atomic write creates it private)
     return len(data)
 
 

@@ -15,6 +15,7 @@ from harness.board import Board, entry_from_document
 from harness.cli import main
 from harness.documents import SCORE_KIND, flatten, load_document
 from harness.errors import UserError
+from report_docs import metric_record, run_doc
 
 PY = sys.executable
 GT = "query_id,reference_id\nQ00000,R000000\nQ00001,R000001\nQ00002,\nQ00003,R000003\n"
@@ -141,6 +142,7 @@ def test_run_documents_on_the_board(tmp_path, capsys):
     boards = {b["mode"]: b for b in json.loads(out)}
     single = boards["disc21-official v2"]
     assert single["data"] == "fp" and single["rows"][0]["main_value"] == pytest.approx(0.4)
+    assert single["rows"][0]["values"]["n_gt_pairs"] == 3 and "pr_curve" not in single["rows"][0]["values"]
     graded = boards["disc21-official v2, grid of 2 cells"]
     assert graded["rows"][0]["name"] == "g" and graded["rows"][0]["main_value"] == pytest.approx(0.4)  # mean of cells
     assert graded["main_metric"] == "micro_ap (mean of 2 cells)"
@@ -151,23 +153,6 @@ def test_run_documents_on_the_board(tmp_path, capsys):
         entry_from_document("run", doc, "x" * 64, "bad\nname")
     kind, loaded, sha = load_document(tmp_path / "a.json")
     assert kind == "run" and len(sha) == 64
-
-
-def metric_record(value):
-    return {"protocol": "disc21-official", "version": "2", "params": {"scorer": "official"}, "main": "micro_ap",
-            "display": {"n_*": "integer"}, "values": {"micro_ap": value, "recall_at_rank1": value, "n_gt_pairs": 3,
-                                                      "pr_curve": [[0.5, 1.0], [1.0, value]]}}
-
-
-def run_doc(cells, fingerprint="fp", task="demo"):
-    doc = {"schema_version": 2, "harness_version": "0.1.0", "task": task, "created": "2026-01-01T00:00:00Z",
-           "duration_s": 1.0, "pipeline": "retrieval", "harness_source": {"git_commit": "c" * 40, "dirty": False},
-           "spec": {"source": "s.yaml", "hash": "h" * 64, "overrides": [], "resolved": {"task": task}, "grid": None},
-           "plugins": [], "environment": {"python": "3.11"}, "stages": [],
-           "data": {"dataset": "demo", "fingerprint": fingerprint, "counts": {"queries": 4}}, "cells": cells}
-    if len(cells) == 1:
-        doc["metrics"] = cells[0]["metrics"]
-    return doc
 
 
 # ------------------------------------------------------------------------------------- concurrency
