@@ -100,27 +100,28 @@ def board_table(bd: dict[str, Any]) -> Any:
 
 
 @cli.command()
-@click.argument("results", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("results", nargs=-1, type=click.Path(dir_okay=False), metavar="RESULT...")
 @click.option("--board", "board_db", type=click.Path(dir_okay=False), default=None,
               help="Also show this leaderboard database (ranked tables, PR curves of its submissions).")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default="report.html",
               show_default=True, help="The HTML file to write.")
 @click.option("--title", default=None, help="Title of the report.")
 def report(results: tuple[str, ...], board_db: str | None, output: str, title: str | None) -> None:
-    """Write one static, offline HTML report of RESULTS (run result documents): provenance, metric
-    tables, precision-recall, robustness and parameter curves, and the leaderboard."""
+    """Write one static, offline HTML report of run result documents (a RESULT file may hold a JSON list
+    of them, as `harness run SPEC... --json` prints): provenance, metric tables, precision-recall,
+    robustness and parameter curves, and the leaderboard."""
     from harness.board import Board
-    from harness.documents import load_document
+    from harness.documents import load_documents
     from harness.report import write_report
 
     if not results and board_db is None:
         raise click.UsageError("give RESULT files, --board DB, or both")
     docs = []
     for path in results:
-        kind, doc, _sha = load_document(path)
-        if kind != "run":
-            raise UserError(f"{path}: a score document: add it to a board (`harness board add`) and use --board")
-        docs.append((path, doc))
+        for kind, doc in load_documents(path):
+            if kind != "run":
+                raise UserError(f"{path}: a score document: add it to a board (`harness board add`) and use --board")
+            docs.append((path, doc))
     boards = None
     if board_db is not None:
         with Board(board_db, create=False) as b:

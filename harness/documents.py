@@ -47,15 +47,44 @@ def load_document(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], st
     """``(kind, document, sha256 of the file)``: kind ``"run"`` (schema 1 documents get their one cell)
     or ``"score"``. Shapes are checked so that later code can index without surprises."""
     doc, raw = read_json_document(path)
-    sha = hashlib.sha256(raw).hexdigest()
-    if doc.get("kind") == SCORE_KIND:
-        check_score_document(doc, str(path))
-        return "score", doc, sha
-    from harness.results import read_document
+    kind, doc = checked_document(doc, str(path))
+    return kind, doc, hashlib.sha256(raw).hexdigest()
 
-    doc = read_document(path)  # shape and schema checks; schema 1 gets `cells`
-    check_run_document(doc, str(path))
-    return "run", doc, sha
+
+def load_documents(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The documents of a file: one, or a JSON list of them (``harness run SPEC... --json``)."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_DOCUMENT_BYTES:
+            raise UserError(f"{path}: {size} bytes, more than the {MAX_DOCUMENT_BYTES} a document may have")
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a JSON document: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise UserError(f"{path}: an empty list of documents")
+    return [checked_document(d, f"{path}[{i}]" if isinstance(data, list) else str(path)) for i, d in enumerate(items)]
+
+
+def checked_document(doc: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(doc, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("kind") == SCORE_KIND:
+        check_score_document(doc, where)
+        return "score", doc
+    from harness.results import READABLE_SCHEMAS, REQUIRED_KEYS
+
+    missing = [k for k in REQUIRED_KEYS if k not in doc]
+    if missing:
+        raise UserError(f"{where}: not a result document: it lacks {', '.join(missing)}")
+    if doc["schema_version"] not in READABLE_SCHEMAS:
+        raise UserError(f"{where}: schema_version {doc['schema_version']!r} (this harness reads {READABLE_SCHEMAS})")
+    if doc["schema_version"] == 1 and isinstance(doc.get("metrics"), dict):  # one cell, metrics at the top
+        doc = {**doc, "cells": [{"overrides": {}, "metrics": doc["metrics"]}]}
+    check_run_document(doc, where)
+    return "run", doc
 
 
 def check_run_document(doc: dict[str, Any], where: str) -> None:

@@ -220,3 +220,15 @@ def toy_plugins_registry():
     from harness.testing import registry_with
 
     return registry_with(toy_plugins)
+
+
+def test_report_reads_a_suite_list_as_run_prints_it(tmp_path, capsys):
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps([single(), attack_grid()]))
+    out = tmp_path / "r.html"
+    code, _, err = run_cli(["report", str(suite), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert out.read_text().count('<section class="doc"') == 2
+    suite.write_text(json.dumps([single(), {"task": "x"}]))
+    code, _, err = run_cli(["report", str(suite), "-o", str(out)], capsys)
+    assert code == 2 and "suite.json[1]: not a result document" in err

@@ -21,7 +21,6 @@ from .groundtruth import Disc21GroundTruth
 
 Scorer = Literal["official", "isc2021"]
 SCORERS = ("official", "isc2021")
-PR_POINTS = 200  # points of the stored precision-recall curve (a few kB of JSON per metric)
 _MAX_DENSE = 10_000_000  # digit codes below this are used directly as table indices
 
 
@@ -224,17 +223,19 @@ def score_predictions(
     scores: np.ndarray,
     gt: Disc21GroundTruth,
     *,
-    scorer: Scorer = "official",
     pr_points: int = 0,
+    scorer: Scorer = "official",
 ) -> dict:
     """DISC21 metrics of predictions ``(query_id, reference_id, score)`` (higher = more confident).
+
+    ``pr_points > 0`` adds ``pr_curve``: at most that many (recall, precision) points of the
+    precision-recall curve (:func:`_pr_curve`), for plots.
 
     ``scorer="official"`` first drops predictions whose query the GT does not list; ``"isc2021"``
     keeps them as false positives. ``n_predictions`` counts the predictions scored. With no GT pair
     (N = 0) or no prediction every rate is 0 and R@P90 is "not reached". Raises ``ValueError`` on
     duplicate (query, reference) pairs (naming the smallest such pair and its first two rows),
-    NaN/inf scores or mismatched lengths. ``pr_points > 0`` adds ``pr_curve``: at most that many
-    (recall, precision) points of the curve (:func:`_pr_curve`), for plots.
+    NaN/inf scores or mismatched lengths.
     """
     if scorer not in SCORERS:
         raise ValueError(f"unknown scorer {scorer!r}, expected one of {SCORERS}")
@@ -328,6 +329,8 @@ def score_predictions(
 
 
 # --------------------------------------------------------------------------------------------- plugin
+
+PR_POINTS = 200  # points of the stored precision-recall curve (a few kB of JSON per metric)
 
 
 class Disc21Metrics:
