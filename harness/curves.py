@@ -23,6 +23,7 @@ class Curve:
     label: str  # the series: other overrides (and parameters that split the family), or the family
     cells: list[int]  # cell indices, by increasing x
     x: list[float]
+    other: str = ""  # the other overrides' label alone (finds the series' reference cell)
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _parameter_group(path: str, values: list[Any], overrides: list[dict[str, Any
         if len({values[i] for i in idx}) < 2:
             continue
         idx = sorted(idx, key=lambda i: values[i])
-        group.curves.append(Curve(label or path, idx, [float(values[i]) for i in idx]))
+        group.curves.append(Curve(label or path, idx, [float(values[i]) for i in idx], label))
     return group
 
 
@@ -120,18 +121,17 @@ def _family_groups(path: str, parts: list[dict[str, Any]], overrides: list[dict[
         xk = varying[0]
         # parameters that are a function of the strength (e.g. max_quality = min_quality) do not split
         split = [k for k in params if k != xk and not _function_of(parts, idx, xk, k)]
-        series: dict[str, list[int]] = {}
+        series: dict[tuple[str, str], list[int]] = {}
         for i in idx:
             own = ", ".join(f"{k}={json.dumps(parts[i].get(k))}" for k in split)
-            other = _other_label(overrides[i], path)
-            label = "; ".join(s for s in (own, other) if s) or family
-            series.setdefault(label, []).append(i)
+            series.setdefault((own, _other_label(overrides[i], path)), []).append(i)
         group = CurveGroup(path, "family", family, xk)
-        for label, members in series.items():
+        for (own, other), members in series.items():
             if len({parts[i][xk] for i in members}) < 2:
                 continue
             members = sorted(members, key=lambda i: parts[i][xk])
-            group.curves.append(Curve(label, members, [float(parts[i][xk]) for i in members]))
+            label = "; ".join(s for s in (own, other) if s) or family
+            group.curves.append(Curve(label, members, [float(parts[i][xk]) for i in members], other))
         group.reference = {k: v for k, v in references.items()}
         out.append(group)
     return out

@@ -35,6 +35,7 @@ class Panel:
     log_x: bool = False
     reference: float | None = None  # a horizontal dashed line (e.g. the unattacked value)
     reference_label: str | None = None
+    series_references: list[float | None] = field(default_factory=list)  # per series, dashed in its colour
 
 
 def text(s: Any, limit: int = 60) -> str:
@@ -75,7 +76,7 @@ def _percent_axis(ax: Any, percent: bool) -> None:
 
 def pr_curves(series: Sequence[Series], title: str) -> str:
     """Precision against recall, one step curve per series (points at the true positives)."""
-    fig = _figure(6.4, 4.0 + 0.16 * ((len(series) + 1) // (2 if len(series) > 3 else 1)))
+    fig = _figure(5.4, 3.6 + 0.16 * ((len(series) + 1) // (2 if len(series) > 3 else 1)) * (len(series) > 1))
     ax = fig.add_subplot()
     for i, s in enumerate(series):  # 8 colours, then the same colours dashed, then dotted
         ax.step(s.x, s.y, where="post", color=COLORS[i % 8], linestyle=("-", "--", ":")[(i // 8) % 3],
@@ -87,7 +88,7 @@ def pr_curves(series: Sequence[Series], title: str) -> str:
     ax.set_title(text(title, 90))
     ax.grid(alpha=0.3)
     ax.axhline(0.9, color="#999999", linewidth=0.8, linestyle=":")  # R@P90 reads off this line
-    if series:  # below the axes: curves fill the lower left when a cell fails
+    if len(series) > 1:  # below the axes: curves fill the lower left when a cell fails
         fig.legend(loc="outside lower center", ncols=2 if len(series) > 3 else 1, fontsize=7, frameon=False)
     return to_svg(fig)
 
@@ -106,6 +107,9 @@ def panels(panels_: Sequence[Panel], ylabel: str, percent: bool, title: str) -> 
             pts = [(x, y) for x, y in zip(s.x, s.y) if y is not None]
             ax.plot([x for x, _ in pts], [y for _, y in pts], s.style, marker="o", markersize=3.5, linewidth=1.4,
                     color=COLORS[j % len(COLORS)], label=text(s.label, 40))
+        for j, ref in enumerate(p.series_references):
+            if ref is not None:
+                ax.axhline(ref, color=COLORS[j % len(COLORS)], linewidth=0.9, linestyle="--", alpha=0.7)
         if p.reference is not None:
             ax.axhline(p.reference, color="#666666", linewidth=1, linestyle="--", label=text(p.reference_label or "reference", 40))
         if p.log_x:
@@ -123,6 +127,7 @@ def panels(panels_: Sequence[Panel], ylabel: str, percent: bool, title: str) -> 
         axes[i // cols][i % cols].set_visible(False)
     all_y = [y for p in panels_ for s in p.series for y in s.y if y is not None]
     all_y += [p.reference for p in panels_ if p.reference is not None]
+    all_y += [r for p in panels_ for r in p.series_references if r is not None]
     if all_y and min(all_y) >= 0 and max(all_y) <= 1:
         axes[0][0].set_ylim(0, 1.02)
     fig.suptitle(text(title, 100), fontsize=10)
@@ -132,7 +137,7 @@ def panels(panels_: Sequence[Panel], ylabel: str, percent: bool, title: str) -> 
 def bars(labels: Sequence[str], values: Sequence[float | None], xlabel: str, percent: bool, title: str) -> str:
     """Horizontal bars, one per labelled value (missing values drawn as an empty row)."""
     n = len(labels)
-    fig = _figure(6.4, 0.8 + 0.24 * n)
+    fig = _figure(5.4, 0.8 + 0.24 * n)
     ax = fig.add_subplot()
     ys = list(range(n))[::-1]
     vals = [0.0 if v is None else float(v) for v in values]

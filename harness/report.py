@@ -34,9 +34,9 @@ td.main{font-weight:700}code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,mon
 pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:320px}
 dl.prov{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0}
 dl.prov dt{color:#555}dl.prov dd{margin:0;word-break:break-all}
-figure.chart{margin:10px 0 16px;display:inline-block;vertical-align:top}
+figure.chart{margin:10px 18px 16px 0;display:inline-block;vertical-align:top;max-width:100%}
 figure.chart svg{max-width:100%;height:auto;display:block}
-figcaption{font-size:12px;color:#555;max-width:640px}caption{text-align:left;padding:2px 0}
+figcaption{font-size:12px;color:#555;max-width:520px}caption{text-align:left;padding:2px 0}
 details summary{cursor:pointer;color:#17324d}.warn{color:#a33}.dim{color:#777}
 nav a{margin-right:12px}
 """
@@ -215,9 +215,15 @@ def _document(html: Html, n: int, path: str, doc: dict[str, Any]) -> None:
     description = ((doc.get("spec") or {}).get("resolved") or {}).get("description")
     if description:
         html.text("p", description)
-    _provenance(html, path, doc)
+    spec, src = doc.get("spec") or {}, doc.get("harness_source") or {}
+    commit = src.get("git_commit")
+    html.text("p", f"{spec.get('source', '?')} · data {str((doc.get('data') or {}).get('fingerprint') or '?')[:12]} · "
+                   f"harness {doc.get('harness_version', '?')}" + (f" {str(commit)[:12]}" if commit else "")
+                   + f" · {doc.get('created', '?')}", cls="dim")
     _metric_tables(html, doc)
     _charts(html, doc)
+    html.text("h3", "Provenance")
+    _provenance(html, path, doc)
     html.add("</section>")
 
 
@@ -346,10 +352,13 @@ def _charts(html: Html, doc: dict[str, Any]) -> None:
                 if len(g.reference) == 1:
                     ref = next(iter(g.reference.values()))
                     p.reference, p.reference_label = _value(cells[ref], label, main), "no attack"
+                elif g.reference:  # one unattacked cell per series (e.g. per watermarker)
+                    p.series_references = [_value(cells[g.reference[c.other]], label, main) if c.other in g.reference
+                                           else None for c in g.curves]
                 panels.append(p)
             out.append(("robustness", plots.panels(panels, main, percent, f"{label}: {main} against attack strength"),
                         f"Robustness: {label} {main} against each family's strength parameter "
-                        "(from the cells' overrides); dashed: the cell without attack."))
+                        "(from the cells' overrides); dashed: the cell without attack (per series in its colour)."))
         for g in (g for g in curves.groups if g.kind == "parameter"):
             p = plots.Panel(g.title, g.xlabel, log_x=_wide(g))
             for c in g.curves:

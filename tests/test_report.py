@@ -232,3 +232,13 @@ def test_report_reads_a_suite_list_as_run_prints_it(tmp_path, capsys):
     suite.write_text(json.dumps([single(), {"task": "x"}]))
     code, _, err = run_cli(["report", str(suite), "-o", str(out)], capsys)
     assert code == 2 and "suite.json[1]: not a result document" in err
+
+
+def test_each_series_finds_its_own_reference_cell():
+    cells = [{"overrides": {"watermarker": {"name": w}, "attack": [{"name": n, **p}]}, "metrics": {}}
+             for w in ("dwt_dct", "rivagan") for n, p in (("attack.none", {}), ("attack.jpeg", {"quality": 90}),
+                                                           ("attack.jpeg", {"quality": 50}))]
+    (jpeg,) = [g for g in grid_curves(cells).groups if g.kind == "family"]
+    assert [c.label for c in jpeg.curves] == ["watermarker=dwt_dct", "watermarker=rivagan"]
+    assert [jpeg.reference[c.other] for c in jpeg.curves] == [0, 3]
+    assert [c.cells for c in jpeg.curves] == [[2, 1], [5, 4]]
