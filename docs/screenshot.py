@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 
-def main(html: str, png: str, selector: str | None = None, width: int = 1200, height: int = 1500,
-         scale: float = 0.7) -> None:
+def main(html: str, png: str, selector: str | None = None, width: int = 1200, height: int = 1500) -> None:
+    scale = 1.0 if selector else 0.7  # the first screen scaled down; an element as drawn
     from PIL import Image
     from playwright.sync_api import sync_playwright
 

@@ -106,7 +106,7 @@ def panels(panels_: Sequence[Panel], ylabel: str, percent: bool, title: str) -> 
         for j, s in enumerate(p.series):
             pts = [(x, y) for x, y in zip(s.x, s.y) if y is not None]
             ax.plot([x for x, _ in pts], [y for _, y in pts], s.style, marker="o", markersize=3.5, linewidth=1.4,
-                    color=COLORS[j % len(COLORS)], label=text(s.label, 40))
+                    color=COLORS[j % len(COLORS)], label="_nolegend_" if s.label == p.title else text(s.label, 40))
         for j, ref in enumerate(p.series_references):
             if ref is not None:
                 ax.axhline(ref, color=COLORS[j % len(COLORS)], linewidth=0.9, linestyle="--", alpha=0.7)
