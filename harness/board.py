@@ -164,6 +164,10 @@ class Board:
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # someone else's SQLite file is left alone: neither converted to WAL nor given our tables
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables or not tables and not create:
+                raise UserError(f"{path}: a SQLite file but not a harness board database")
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.conn.execute("PRAGMA foreign_keys = ON")
             if mode.lower() != "wal":

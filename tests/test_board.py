@@ -99,6 +99,18 @@ def test_score_board_options_are_checked(tmp_path, gt, capsys):
     assert code == 2 and err.startswith("error: ") and "junk.db" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["board", "show", str(tmp_path / "missing.db")], capsys)
     assert code == 2 and "no such board database" in err
+    other = tmp_path / "other.db"  # somebody's own SQLite file: refused, and left as it was
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE mine (x)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(run_doc([{"overrides": {}, "metrics": {"disc21": metric_record(0.5)}}])))
+    for args in (["board", "show", str(other)], ["board", "add", str(other), str(doc)]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "not a harness board database" in err
+    assert other.read_bytes() == before and not (tmp_path / "other.db-wal").exists()
 
 
 def test_ground_truth_and_mode_separate_boards(tmp_path):
