@@ -20,6 +20,10 @@ from harness.documents import flatten, main_value_name
 from harness.render import cell_label, compact, display_of, format_value
 
 MAX_PR_SERIES = 16  # 8 colours x 2 line styles; more curves on one chart are unreadable
+MAX_CURVE_POINTS = 1000  # per drawn curve (the metric stores <= 200; a foreign document may hold more)
+MAX_PANELS = 16  # attack families drawn
+MAX_BARS = 60  # bars on one chart
+MAX_METRICS = 12  # metrics charted per document (the table lists them all)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -198,6 +202,9 @@ def _valid_curve(curve: Any) -> bool:
 def _pr_series(label: str, curve: list[list[float]]) -> Any:
     from harness.plots import Series
 
+    if len(curve) > MAX_CURVE_POINTS:
+        step = len(curve) / MAX_CURVE_POINTS
+        curve = [curve[int(i * step)] for i in range(MAX_CURVE_POINTS)] + [curve[-1]]
     # the step curve starts at recall 0 with the first point's precision
     xs = [0.0] + [float(r) for r, _ in curve]
     ys = [float(curve[0][1])] + [float(p) for _, p in curve]
@@ -324,15 +331,16 @@ def _charts(html: Html, doc: dict[str, Any]) -> None:
     from harness.curves import grid_curves
 
     cells = doc["cells"]
-    labels = list(dict.fromkeys(label for c in cells for label in c["metrics"]))
+    labels = list(dict.fromkeys(label for c in cells for label in c["metrics"]))[:MAX_METRICS]
+    curves = grid_curves(cells)
     out: list[tuple[str, str, str]] = []
     for label in labels:
         record = next(c["metrics"][label] for c in cells if label in c["metrics"])
         # precision-recall curves, one per cell
-        series = [_pr_series(_short(c) if len(cells) > 1 else doc["task"], c["metrics"][label]["values"]["pr_curve"])
-                  for c in cells if label in c["metrics"] and _valid_curve(c["metrics"][label]["values"].get("pr_curve"))]
+        series = [c for c in cells if label in c["metrics"] and _valid_curve(c["metrics"][label]["values"].get("pr_curve"))]
         if series:
-            shown = series[:MAX_PR_SERIES]
+            shown = [_pr_series(_short(c) if len(cells) > 1 else doc["task"], c["metrics"][label]["values"]["pr_curve"])
+                     for c in series[:MAX_PR_SERIES]]
             out.append(("pr", plots.pr_curves(shown, f"{doc['task']}: {label} precision-recall"),
                         f"{label}: precision against recall"
                         + (" per cell" if len(cells) > 1 else "") + " (points at the true positives, pessimistic "
@@ -341,8 +349,8 @@ def _charts(html: Html, doc: dict[str, Any]) -> None:
         if main is None:
             continue
         percent = display_of(record, main) == "percent"
-        curves = grid_curves(cells)
-        fam = [g for g in curves.groups if g.kind == "family"]
+        all_fam = [g for g in curves.groups if g.kind == "family"]
+        fam = all_fam[:MAX_PANELS]
         if fam:
             panels = []
             for g in fam:
@@ -358,23 +366,26 @@ def _charts(html: Html, doc: dict[str, Any]) -> None:
                 panels.append(p)
             out.append(("robustness", plots.panels(panels, main, percent, f"{label}: {main} against attack strength"),
                         f"Robustness: {label} {main} against each family's strength parameter "
-                        "(from the cells' overrides); dashed: the cell without attack (per series in its colour)."))
+                        "(from the cells' overrides); dashed: the cell without attack (per series in its colour)."
+                        + _more(all_fam, fam)))
         for g in (g for g in curves.groups if g.kind == "parameter"):
             p = plots.Panel(g.title, g.xlabel, log_x=_wide(g))
             for c in g.curves:
                 p.series.append(plots.Series(c.label, c.x, [_value(cells[i], label, main) for i in c.cells]))
             out.append(("parameter", plots.panels([p], main, percent, f"{label}: {main} against {g.path}"),
                         f"{label} {main} against the grid parameter {g.path}."))
-        single = [i for i in curves.single if not (_is_reference(cells[i]) and len(curves.single) == 1)]
+        all_single = [i for i in curves.single if not (_is_reference(cells[i]) and len(curves.single) == 1)]
+        single = all_single[:MAX_BARS]
         if single:
             out.append(("cells", plots.bars([_short(cells[i]) for i in single],
                                             [_value(cells[i], label, main) for i in single], main, percent,
                                             f"{label}: {main} per cell"),
-                        f"{label} {main} per cell" + (" (the cells on no curve)." if curves.groups else ".")))
+                        f"{label} {main} per cell" + (" (the cells on no curve)." if curves.groups else ".")
+                        + _more(all_single, single)))
         groups = record.get("breakdown") if len(cells) == 1 else None
         if isinstance(groups, dict) and groups:
             items = sorted(((str(g), v.get(main) if isinstance(v, dict) else None) for g, v in groups.items()),
-                           key=lambda t: -(t[1] if isinstance(t[1], (int, float)) else -1.0))
+                           key=lambda t: -(t[1] if isinstance(t[1], (int, float)) else -1.0))[:MAX_BARS]
             out.append(("breakdown", plots.bars([g for g, _ in items], [v if isinstance(v, (int, float)) else None
                                                                        for _, v in items], main, percent,
                                                   f"{label}: {main} by operation"),

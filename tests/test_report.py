@@ -242,3 +242,16 @@ def test_each_series_finds_its_own_reference_cell():
     assert [c.label for c in jpeg.curves] == ["watermarker=dwt_dct", "watermarker=rivagan"]
     assert [jpeg.reference[c.other] for c in jpeg.curves] == [0, 3]
     assert [c.cells for c in jpeg.curves] == [[2, 1], [5, 4]]
+
+
+def test_report_work_is_bounded_by_caps_not_by_the_document(tmp_path):
+    from harness.report import MAX_BARS, write_report
+
+    big = [{"overrides": {"descriptor": {"name": f"d{i}"}}, "metrics": {"disc21": metric_record(i / 500)}}
+           for i in range(500)]
+    big[0]["metrics"]["disc21"]["values"]["pr_curve"] = [[i / 5000, 1 - i / 5000] for i in range(1, 5001)]
+    out = tmp_path / "r.html"
+    size = write_report(out, [("big.json", run_doc(big))])
+    html = out.read_text()
+    assert f"The first {MAX_BARS} of 500 are drawn" in html and "The first 16 of 500 are drawn" in html
+    assert size < 1_000_000
