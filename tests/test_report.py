@@ -255,3 +255,15 @@ def test_report_work_is_bounded_by_caps_not_by_the_document(tmp_path):
     html = out.read_text()
     assert f"The first {MAX_BARS} of 500 are drawn" in html and "The first 16 of 500 are drawn" in html
     assert size < 1_000_000
+
+
+def test_schema_1_documents_report_and_compare(tmp_path, capsys):
+    old = single(0.5)
+    old["schema_version"] = 1
+    del old["cells"]
+    new = single(0.6)
+    pa, pb = write_docs(tmp_path, [old, new])
+    assert run_cli(["report", pa, "-o", str(tmp_path / "r.html")], capsys)[0] == 0
+    assert 'data-chart="pr"' in (tmp_path / "r.html").read_text()
+    code, out, _ = run_cli(["compare", pa, pb, "--json"], capsys)
+    assert code == 0 and json.loads(out)["cells"][0]["metrics"]["disc21"]["micro_ap"]["delta"] == pytest.approx(0.1)
