@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="SPEC...")
+@click.argument("spec", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="SPEC")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=YAML",
               help="Replace the spec node at PATH with the parsed YAML value (repeatable; every SPEC).")
 @click.option("--output", "output_dir", default="results", show_default=True, type=click.Path(file_okay=False),
@@ -44,21 +44,22 @@ def cli() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache location (default: $HARNESS_CACHE_DIR or the user cache directory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(specs: tuple[str, ...], overrides: tuple[str, ...], output_dir: str, as_json: bool, no_cache: bool,
+def run(spec: tuple[str, ...], overrides: tuple[str, ...], output_dir: str, as_json: bool, no_cache: bool,
         cache_dir: str | None, quiet: bool) -> None:
-    """Run task specs: every stage cached, one result document written per SPEC. Several SPECs (a suite)
-    are all validated first, then run in order, and shown as one combined table."""
+    """Run one or more task SPEC files: every stage cached, one result document written per SPEC.
+    Several SPECs (a suite) are all validated first, then run in order, and shown as one table."""
     from harness.progress import Reporter
     from harness.runner import run_spec
 
     reporter = Reporter(quiet=quiet)
+    specs = spec  # one or more (the argument keeps the name SPEC for usage lines and errors)
     if len(specs) > 1:  # a typo in the last spec should not cost the runs of the first ones
         from harness.spec import load_spec
 
-        for spec in specs:
-            load_spec(spec, list(overrides))
-    runs = [run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
-                     output_dir=output_dir, reporter=reporter) for spec in specs]
+        for path in specs:
+            load_spec(path, list(overrides))
+    runs = [run_spec(path, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
+                     output_dir=output_dir, reporter=reporter) for path in specs]
     if as_json:
         click.echo(json.dumps(runs[0][0] if len(runs) == 1 else [doc for doc, _ in runs], indent=2))
         return
