@@ -42,7 +42,7 @@ figure.chart{margin:10px 18px 16px 0;display:inline-block;vertical-align:top;max
 figure.chart svg{max-width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#555;max-width:520px}caption{text-align:left;padding:2px 0}
 details summary{cursor:pointer;color:#17324d}.warn{color:#a33}.dim{color:#777}
-nav a{margin-right:12px}
+nav a{margin-right:12px}div.scroll{overflow-x:auto;max-width:100%}
 """
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
@@ -62,14 +62,14 @@ class Html:
 
     def table(self, head: list[str], rows: Iterable[list[tuple[str, str]]], caption: str | None = None) -> None:
         """``rows`` of (text, css class) cells; every text is escaped here."""
-        out = ["<table>"]
+        out = ['<div class="scroll"><table>']  # a wide table scrolls inside its section, not the page
         if caption:
             out.append(f"<caption class=dim>{escape(caption)}</caption>")
         out.append("<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>")
         for row in rows:
             out.append("<tr>" + "".join(f'<td class="{c}">{escape(t)}</td>' if c else f"<td>{escape(t)}</td>"
                                         for t, c in row) + "</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
         self.add("".join(out))
 
     def chart(self, kind: str, svg: str, caption: str) -> None:

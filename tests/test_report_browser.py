@@ -116,6 +116,7 @@ def test_every_chart_renders_offline(browser, tmp_path, capsys):
     try:
         check_charts(page, expected)
         assert page.eval_on_selector_all("script", "els => els.length") == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # wide tables scroll in place
         assert HOSTILE.split("<img")[0] in page.inner_text("body")  # hostile strings are text, not markup
         assert page.eval_on_selector_all("img, iframe, object, embed", "els => els.length") == 0
         ranks = page.eval_on_selector_all("#leaderboard table tr td:nth-child(2)", "els => els.map(e => e.textContent)")
