@@ -35,32 +35,43 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="SPEC")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=YAML",
-              help="Replace the spec node at PATH with the parsed YAML value (repeatable).")
+              help="Replace the spec node at PATH with the parsed YAML value (repeatable; every SPEC).")
 @click.option("--output", "output_dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the result document.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result document alone on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result document alone on stdout (several SPECs: a JSON list of them).")
 @click.option("--no-cache", is_flag=True, help="Recompute every stage (nothing is read from the cache).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache location (default: $HARNESS_CACHE_DIR or the user cache directory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(spec: str, overrides: tuple[str, ...], output_dir: str, as_json: bool, no_cache: bool,
+def run(spec: tuple[str, ...], overrides: tuple[str, ...], output_dir: str, as_json: bool, no_cache: bool,
         cache_dir: str | None, quiet: bool) -> None:
-    """Run a task spec: every stage cached, one result document written."""
+    """Run one or more task SPEC files: every stage cached, one result document written per SPEC.
+    Several SPECs (a suite) are all validated first, then run in order, and shown as one table."""
     from harness.progress import Reporter
     from harness.runner import run_spec
 
     reporter = Reporter(quiet=quiet)
-    with _json_stdout(as_json):  # with --json, stdout holds the document alone, whatever plugins print
-        doc, path = run_spec(spec, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
-                             output_dir=output_dir, reporter=reporter)
-    if as_json:
-        click.echo(json.dumps(doc, indent=2))
-        return
-    from harness.render import render_run
+    specs = spec  # one or more (the argument keeps the name SPEC for usage lines and errors)
+    if len(specs) > 1:  # a typo in the last spec should not cost the runs of the first ones
+        from harness.spec import load_spec
 
-    render_run(_console(), doc, path)
+        for path in specs:
+            load_spec(path, list(overrides))
+    with _json_stdout(as_json):  # with --json, stdout holds the documents alone, whatever plugins print
+        runs = [run_spec(path, list(overrides), cache_dir=cache_dir, use_cache=not no_cache,
+                         output_dir=output_dir, reporter=reporter) for path in specs]
+    if as_json:
+        click.echo(json.dumps(runs[0][0] if len(runs) == 1 else [doc for doc, _ in runs], indent=2))
+        return
+    from harness.render import render_run, render_suite
+
+    if len(runs) == 1:
+        render_run(_console(), *runs[0])
+    else:
+        render_suite(_console(), runs)
 
 
 @cli.command()
@@ -164,9 +175,12 @@ def env(as_json: bool) -> None:
               help="Ground-truth file of the track (CSV, revisitop .pkl or its .json form).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("-h", "--help", "show_help", is_flag=True, help="Show this message, with TRACK's own options.")
+@click.option("--board", "board_db", type=click.Path(dir_okay=False), default=None,
+              help="Also store the scored submission in this leaderboard database (SQLite).")
+@click.option("--name", default=None, help="Its name on the board (default: the submission file's stem).")
 @click.argument("track_options", nargs=-1, type=click.UNPROCESSED)
 def score(track: str, submission: str | None, ground_truth: str | None, as_json: bool, show_help: bool,
-          track_options: tuple[str, ...]) -> None:
+          board_db: str | None, name: str | None, track_options: tuple[str, ...]) -> None:
     """Score a leaderboard SUBMISSION for TRACK from raw files, rejecting malformed or hostile input.
 
     Each track declares its own options (e.g. disc21: --scorer, --max-results, --knn); see
@@ -186,8 +200,14 @@ def score(track: str, submission: str | None, ground_truth: str | None, as_json:
         raise click.UsageError("missing argument 'SUBMISSION'")
     if ground_truth is None:
         raise click.UsageError("missing option '--ground-truth'")
+    if name is not None and board_db is None:
+        raise click.UsageError("--name names a submission on a board: give --board DB too")
     with _json_stdout(as_json):
         result = reg.create("scorer", track, options).score(submission, ground_truth)
+    if board_db is not None:
+        from harness.board_cli import add_score
+
+        add_score(board_db, name, track, options, part, result, submission, ground_truth)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=_json_default))
         return
@@ -318,3 +338,6 @@ def _restore_sigterm(previous: Any) -> None:
         import signal
 
         signal.signal(signal.SIGTERM, previous)
+
+
+import harness.board_cli  # noqa: E402,F401 - registers board, report and compare on `cli`

@@ -256,6 +256,9 @@ class BuildContext:
             display = getattr(metric, "display", None)
             if isinstance(display, dict) and display:
                 record["display"] = {str(k): str(v) for k, v in display.items()}
+            main = getattr(metric, "main_metric", None)
+            if isinstance(main, str) and main:  # the value leaderboards rank by and reports plot
+                record["main"] = main
 
             def compute(work: Path, values: list[Any], metric: Any = metric, adapt: Any = adapt) -> dict[str, Any]:
                 *outputs, gt = values if ground_truth is not None else [*values, None]

@@ -151,7 +151,10 @@ def register_metrics(register: Register) -> None:
     ``"retrieval"``: :class:`harness.parts.Retrieval`) that returns a ``dict`` of named numbers (``None`` where a value is undefined, e.g. a recall at a
     precision that is never reached). It names the scoring protocol and version it implements in its
     ``protocol`` and ``version`` attributes; both go into the result document. ``display`` (value
-    name or pattern -> ``"percent"`` | ``"number"`` | ``"integer"``) says how the terminal shows values.
+    name or pattern -> ``"percent"`` | ``"number"`` | ``"integer"``) says how the terminal shows values;
+    ``main_metric`` (a value name) is what leaderboards rank by and reports plot (default: the first
+    number). A value may be a list (e.g. DISC21's ``pr_curve`` points, which reports plot); tables skip
+    lists.
     """
 
 
@@ -165,5 +168,9 @@ def register_scorers(register: Register) -> None:
     (parameter -> text) documents them in ``harness score TRACK --help``. An option the factory does not
     accept is reported as unsupported for that track. The created object
     (:class:`harness.parts.Scorer`) reads the untrusted submission and ground truth with the safe
-    readers of :mod:`harness.submissions`, and returns a JSON-serialisable ``dict``.
+    readers of :mod:`harness.submissions`, and returns a JSON-serialisable ``dict`` (nested dicts are
+    groups: their values are named ``group.value``). Optional factory attributes: ``display`` (as for
+    metrics), ``main_metric`` (the value ``harness board show`` ranks by, higher is better; default the
+    first number) and ``board_values`` (the value names ``harness board show`` lists; default those
+    shown as percentages).
     """

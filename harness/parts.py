@@ -289,7 +289,8 @@ class Metric(Protocol):
     """Optional attributes: ``input_type`` (the pipeline output it takes; default ``"retrieval"``; a spec
     pairing a metric with a pipeline of another output type is refused at validation) and ``display``
     (value name or ``fnmatch`` pattern -> ``"percent"`` | ``"number"`` | ``"integer"``: how the
-    terminal shows each value; default ``"number"``)."""
+    terminal shows each value; default ``"number"``) and ``main_metric`` (the value leaderboards rank by
+    and reports plot)."""
 
     protocol: str
     version: str

@@ -167,3 +167,47 @@ def render_scores(console: Any, track: str, result: dict[str, Any], display: dic
         for g, values in groups.items():
             table.add_row(escape(g), *[escape(format_value(values.get(n), display_of(record, n))) for n in names])
         console.print(table)
+
+
+def render_suite(console: Any, runs: list[tuple[dict[str, Any], Path | None]]) -> None:
+    """Several runs (a suite): one line per run, then one table with a row per (run, cell) and a
+    column per metric value."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    columns: list[tuple[str, str, str]] = []
+    for doc, _ in runs:
+        for cell in doc["cells"]:
+            for label, m in cell["metrics"].items():
+                for name, value in m["values"].items():
+                    col = (label, name, display_of(m, name))
+                    if not isinstance(value, list) and col not in columns:
+                        columns.append(col)
+    labels = {label for label, _, _ in columns}
+
+    def short(cell: dict[str, Any]) -> str:  # one override path: its value says it all
+        o = cell.get("overrides") or {}
+        return compact(next(iter(o.values()))) if len(o) == 1 else cell_label(cell)
+
+    table = Table(title=f"suite of {len(runs)} runs: metrics")
+    table.add_column("task", no_wrap=True)
+    width = max(len(short(c)) for doc, _ in runs for c in doc["cells"])
+    table.add_column("cell", overflow="fold", min_width=min(30, width))
+    for label, name, display in columns:
+        head = name if len(labels) == 1 else f"{label}: {name}"
+        table.add_column(escape(head + (" (%)" if display == "percent" else "")), justify="right", overflow="fold")
+    for doc, path in runs:
+        statuses = [s["status"] for s in doc["stages"]]
+        console.print(f"{escape(doc['task'])}: {len(statuses)} stages ({statuses.count('computed')} computed, "
+                      f"{statuses.count('cached')} cached), {doc['duration_s']:.1f} s"
+                      + (f", result: {escape(str(path))}" if path is not None else ""))
+        for cell in doc["cells"]:
+            row = []
+            for label, name, display in columns:
+                m = cell["metrics"].get(label)
+                row.append(format_value(m["values"].get(name), display, digits=4) if m and name in m["values"] else "")
+            table.add_row(escape(doc["task"]), escape(short(cell)), *row)
+    protocols = sorted({f"{label}: {m['protocol']} v{m['version']}" for doc, _ in runs for c in doc["cells"]
+                        for label, m in c["metrics"].items()})
+    table.caption = escape("; ".join(protocols))
+    console.print(table)

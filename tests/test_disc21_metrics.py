@@ -210,7 +210,7 @@ def test_metric_plugin_on_retrieval():
         Neighbors.knn(np.array([[0, 2], [1, -1], [2, -1]]), np.array([[0.9, 0.1], [0.8, 0.0], [0.7, 0.0]])),
     )
     metric = Disc21Metrics("isc2021")
-    assert metric.protocol == "disc21-isc2021" and metric.version == "1"
+    assert metric.protocol == "disc21-isc2021" and metric.version == "2"
     out = metric(gt, retrieval)
     assert "scorer" not in out
     assert out["micro_ap"] == pytest.approx((1 + 1) / 2)
@@ -338,3 +338,69 @@ def test_fast_equals_slow_above_hashing_threshold(seed, fixed):
     first = min(dup[len(preds) // 2], dup[7])[:2]
     with pytest.raises(ValueError, match=rf"duplicate prediction \({first[0]}, {first[1]}\) at rows"):
         fast_score(dup, gt_rows, "official")
+
+
+# ------------------------------------------------------------------------- precision-recall curve
+
+
+def slow_pr_curve(preds, gt_rows, scorer):
+    """(recall, precision) at each true positive of the pessimistic order, written out with loops."""
+    listed = {q for q, _ in gt_rows}
+    pairs = {(q, r) for q, r in gt_rows if r}
+    if scorer == "official":
+        preds = [p for p in preds if p[0] in listed]
+    labelled = sorted(((s, (q, r) in pairs) for q, r, s in preds), key=lambda t: (-t[0], t[1]))
+    tp, points = 0, []
+    for i, (_, y) in enumerate(labelled, start=1):
+        tp += y
+        if y:
+            points.append((tp / len(pairs), tp / i))
+    return points
+
+
+@settings(max_examples=200, deadline=None)
+@given(problems(), st.sampled_from(["official", "isc2021"]))
+def test_pr_curve_is_the_curve_at_every_true_positive(problem, scorer):
+    preds, gt_rows = problem
+    gt = Disc21GroundTruth.from_arrays(np.array([q for q, _ in gt_rows], dtype=str), np.array([r for _, r in gt_rows], dtype=str))
+    q, r, s = (np.array([p[i] for p in preds], dtype=t) for i, t in ((0, str), (1, str), (2, np.float64)))
+    out = score_predictions(q, r, s, gt, scorer=scorer, pr_points=1000)
+    expected = slow_pr_curve(preds, gt_rows, scorer) if out["n_gt_pairs"] else []
+    assert len(out["pr_curve"]) == len(expected)
+    for (fr, fp), (er, ep) in zip(out["pr_curve"], expected):
+        assert fr == pytest.approx(er, abs=1e-6) and fp == pytest.approx(ep, abs=1e-6)
+    # micro-AP is the mean precision at the true positives: the curve carries it
+    assert sum(p for _, p in out["pr_curve"]) / max(out["n_gt_pairs"], 1) == pytest.approx(out["micro_ap"], abs=1e-5)
+    assert "pr_curve" not in score_predictions(q, r, s, gt, scorer=scorer)  # only when asked for
+
+
+@pytest.mark.parametrize("n_tp", [199, 200, 201, 1500])
+def test_pr_curve_downsampled_keeps_ends_and_the_r_p90_point(n_tp):
+    rng = np.random.default_rng(n_tp)
+    n = 2000
+    gt = Disc21GroundTruth.from_arrays(np.array([f"Q{i:05d}" for i in range(n)]),
+                                       np.array([f"R{i:05d}" for i in range(n)]))
+    qs = np.array([f"Q{i:05d}" for i in range(n)])
+    refs = np.array([f"R{i:05d}" if i < n_tp else f"R{(i + 1) % n:05d}" for i in range(n)])
+    scores = np.where(np.arange(n) < n_tp, rng.random(n) + 0.3, rng.random(n))  # mostly positives first
+    preds = list(zip(qs.tolist(), refs.tolist(), scores.tolist()))
+    full = slow_pr_curve(preds, list(zip(qs.tolist(), [f"R{i:05d}" for i in range(n)])), "official")
+    out = score_predictions(qs, refs, scores, gt, pr_points=200)
+    curve = out["pr_curve"]
+    assert len(curve) == n_tp if n_tp <= 200 else 199 <= len(curve) <= 200
+    exact = {(round(r, 6), round(p, 6)) for r, p in full}
+    assert all(tuple(pt) in exact for pt in curve)
+    assert tuple(curve[0]) == (round(full[0][0], 6), round(full[0][1], 6))
+    assert tuple(curve[-1]) == (round(full[-1][0], 6), round(full[-1][1], 6))
+    assert all(a[0] < b[0] for a, b in zip(curve, curve[1:]))
+    if out["recall_at_p90"]:
+        assert any(r == pytest.approx(out["recall_at_p90"], abs=1e-6) and p >= 0.9 for r, p in curve)
+
+
+def test_metric_plugin_stores_the_curve_and_declares_its_main_value():
+    gt = Disc21GroundTruth.from_arrays(np.array(["Q1", "Q2"]), np.array(["R1", "R2"]))
+    retrieval = Retrieval(np.array(["Q1", "Q2"]), np.array(["R1", "R2"]),
+                          Neighbors.knn(np.array([[0, 1], [0, 1]]), np.array([[0.9, 0.5], [0.8, 0.7]])))
+    out = Disc21Metrics()(gt, retrieval)
+    assert out["pr_curve"] == [[0.5, 1.0], [1.0, 0.666667]]  # order: Q1-R1 (0.9, true), Q2-R1 (0.8), Q2-R2 (0.7, true)
+    assert Disc21Metrics.main_metric in out

@@ -80,8 +80,8 @@ def _count_above_equal(values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, n
 # ------------------------------------------------------------------------------------------- scoring
 
 
-def _empty_result(n_pred: int, n_gt: int, scorer: str) -> dict:
-    return {
+def _empty_result(n_pred: int, n_gt: int, scorer: str, pr_points: int) -> dict:
+    out = {
         "micro_ap": 0.0,
         "recall_at_p90": 0.0 if scorer == "official" else None,
         "threshold_at_p90": None,
@@ -91,6 +91,23 @@ def _empty_result(n_pred: int, n_gt: int, scorer: str) -> dict:
         "n_gt_pairs": n_gt,
         "scorer": scorer,
     }
+    if pr_points:
+        out["pr_curve"] = []
+    return out
+
+
+def _pr_curve(recall: np.ndarray, precision: np.ndarray, points: int, keep: int | None) -> list[list[float]]:
+    """The precision-recall curve at the true positives (the points micro-AP sums), ``[[recall,
+    precision], ...]`` by increasing recall, rounded to 6 decimals; above ``points`` points, evenly spaced
+    indices keeping the first, the last and ``keep`` (the R@P90 point), so the plot shows where R@P90 is."""
+    n = len(recall)
+    if n > points:
+        idx = np.unique(np.round(np.linspace(0, n - 1, points - (keep is not None))).astype(np.int64))
+        if keep is not None:
+            idx = np.union1d(idx, [keep])
+    else:
+        idx = np.arange(n)
+    return [[round(float(recall[i]), 6), round(float(precision[i]), 6)] for i in idx]
 
 
 def score_predictions(
@@ -99,10 +116,14 @@ def score_predictions(
     scores: np.ndarray,
     gt: Disc21GroundTruth,
     *,
+    pr_points: int = 0,
     scorer: Scorer = "official",
     unique_pairs: bool = False,
 ) -> dict:
     """DISC21 metrics of predictions ``(query_id, reference_id, score)`` (higher = more confident).
+
+    ``pr_points > 0`` adds ``pr_curve``: at most that many (recall, precision) points of the
+    precision-recall curve (:func:`_pr_curve`), for plots.
 
     ``scorer="official"`` first drops predictions whose query the GT does not list; ``"isc2021"``
     keeps them as false positives. ``n_predictions`` counts the predictions scored. With no GT pair
@@ -147,7 +168,7 @@ def score_predictions(
             ranked = np.compress(keep, scores)
     n = len(ranked)
     if n == 0 or n_gt == 0:
-        return _empty_result(n, n_gt, scorer)
+        return _empty_result(n, n_gt, scorer, pr_points)
 
     # Label: the prediction's reference is its query's GT reference (at most one per query).
     tp = np.flatnonzero(ref_of == pr)
@@ -187,7 +208,7 @@ def score_predictions(
     at_least = scores >= pos_score[pq]
     per_query = np.bincount(np.compress(at_least, pq), minlength=nq_codes)
     rank = per_query[tp_query] - 1
-    return {
+    out = {
         "micro_ap": micro_ap,
         "recall_at_p90": r_p90,
         "threshold_at_p90": thr,
@@ -197,16 +218,22 @@ def score_predictions(
         "n_gt_pairs": int(n_gt),
         "scorer": scorer,
     }
+    if pr_points:
+        out["pr_curve"] = _pr_curve(n_true / n_gt, precision, pr_points, best if len(ok) else None)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- plugin
+
+PR_POINTS = 200  # points of the stored precision-recall curve (a few kB of JSON per metric)
 
 
 class Disc21Metrics:
     """DISC21 micro-AP, R@P90 (+ threshold), recall@rank1/10; scorer "official" or "isc2021"."""
 
-    version = "1"
+    version = "2"  # 2: values carry ``pr_curve`` (at most PR_POINTS points), for the report's plots
     display = {"threshold*": "number", "n_*": "integer"}
+    main_metric = "micro_ap"  # what leaderboards rank by and reports plot
     breakdown = True  # a subset of the queries is scored as its own track (per-operation tables)
     protocol = "disc21-official"
 
@@ -218,6 +245,6 @@ class Disc21Metrics:
 
     def __call__(self, ground_truth: Disc21GroundTruth, retrieval) -> dict[str, float | None]:
         q, r, s = retrieval.predictions()
-        result = score_predictions(q, r, s, ground_truth, scorer=self.scorer)
+        result = score_predictions(q, r, s, ground_truth, scorer=self.scorer, pr_points=PR_POINTS)
         result.pop("scorer")
         return result

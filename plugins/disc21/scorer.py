@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import SubmissionError, UserError, shown
 
 from .groundtruth import Disc21GroundTruth
-from .metrics import SCORERS, score_predictions
+from .metrics import PR_POINTS, SCORERS, score_predictions
 
 #: The isc2021 scripts' fixed number of global results for descriptor submissions.
 ISC2021_MAX_RESULTS = 500_000
@@ -35,6 +35,7 @@ class Disc21Scorer:
 
     version = "2"
     display = {"threshold*": "number", "n_*": "integer", "k": "integer", "*": "percent"}
+    main_metric = "micro_ap"  # leaderboards rank by it (`harness board show`)
     options_help = {
         "scorer": "official (leaderboard: predictions of queries the GT does not list are dropped) or isc2021 "
                   "(organizers' library: they count as false positives). Default: official.",
@@ -84,7 +85,7 @@ class Disc21Scorer:
 
         q, r, s, lines = read_matching_rows(submission)
         try:  # the metrics find duplicate pairs on their way (cheaper than a separate pass)
-            result = score_predictions(q, r, s, gt, scorer=self.scorer)
+            result = score_predictions(q, r, s, gt, scorer=self.scorer, pr_points=PR_POINTS)
         except ValueError:
             check_unique_predictions(submission, q, r, lines)  # names the lines of a duplicate
             raise
@@ -122,7 +123,7 @@ class Disc21Scorer:
             neighbors = strict_top_k(global_top_k(xq, xb, deep, metric="l2"), k)
             info = {"search": "global_top_k", "k": k}
         q, r, s = Retrieval(qids, sub["reference_ids"], neighbors).predictions()
-        result = score_predictions(q, r, s, gt, scorer=self.scorer, unique_pairs=True)  # distinct ids and pairs
+        result = score_predictions(q, r, s, gt, scorer=self.scorer, unique_pairs=True, pr_points=PR_POINTS)  # distinct ids and pairs
         return {**result, "track": "descriptor", **info, "n_queries_searched": int(nq)}
 
 

@@ -155,6 +155,7 @@ class RevisitopMetrics:
     protocol = "revisitop"
     version = "1"
     display = {"n_*": "integer"}
+    main_metric = "medium.map"  # what leaderboards rank by and reports plot
 
     def __init__(self, protocols: list[str] = ["easy", "medium", "hard"], ks: list[int] = [1, 5, 10]) -> None:  # noqa: B006
         for p in protocols:

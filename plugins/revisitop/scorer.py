@@ -16,6 +16,8 @@ class RevisitopScorer:
 
     version = "1"
     display = {"n_*": "integer", "*": "percent"}  # mAP and mP@k as percentages, as papers print them
+    main_metric = "medium.map"  # leaderboards rank by it: nested values are named protocol.value
+    board_values = ("easy.map", "medium.map", "hard.map", "medium.mp@10", "hard.mp@10")  # columns of `board show`
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -46,4 +48,6 @@ def make_scorer(name: str) -> Callable[[], RevisitopScorer]:
     factory.__name__ = f"{name}_scorer"
     factory.version = RevisitopScorer.version  # type: ignore[attr-defined]
     factory.display = RevisitopScorer.display  # type: ignore[attr-defined]
+    factory.main_metric = RevisitopScorer.main_metric  # type: ignore[attr-defined]
+    factory.board_values = RevisitopScorer.board_values  # type: ignore[attr-defined]
     return factory
