@@ -138,8 +138,12 @@ class ActiveIndexingPipeline:
         names = [p.name for p in cell.transform]
         members = self._groups.setdefault(group, [])
         members.append((cell.number, names, stages))
+        # the descriptor's weights, said in every cell (e.g. "random-init-seed0:timm=...": a random network)
+        fingerprint = getattr(ctx.create(cell.descriptor), "fingerprint", None)
         record = {"protocol": "active-indexing-summary", "version": self.version,
-                  "params": {"exclude": list(options["exclude"]), "values": list(options["values"])},
+                  "params": {"exclude": list(options["exclude"]), "values": list(options["values"]),
+                             "descriptor": {"name": cell.descriptor.name,
+                                            "weights": str(fingerprint()) if callable(fingerprint) else None}},
                   "display": {"n_*": "integer"}}
 
         def make(_inputs: list[Any]) -> dict[str, Any]:
