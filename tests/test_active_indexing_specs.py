@@ -115,3 +115,10 @@ def test_real_spec_on_a_disc21_miniature_with_a_torchscript_export(tmp_path):
     for cell in doc["cells"]:
         assert cell["metrics"]["active_indexing"]["values"]["n_queries"] == 6  # the references the GT pairs
     assert doc["cells"][0]["metrics"]["summary"]["params"]["descriptor"]["name"] == "torchscript"
+
+
+@pytest.mark.parametrize("spec", ["active-indexing.yaml", "active-indexing-indexes.yaml", "active-indexing-demo.yaml"])
+def test_active_indexing_specs_validate(spec):
+    proc = subprocess.run([sys.executable, "-m", "harness", "validate", str(ROOT / "specs" / spec)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -37,6 +37,7 @@ from harness.stages import Stage
 from harness_plugins.retrieval.pipeline import apply_stage, fit_stage, index_stage, search_stage
 
 from . import activation as act
+from .metrics import summarize
 
 SUMMARY_DEFAULTS = {"exclude": ["attack.screenshot"], "values": ["recall_at_1", "recall_at_10", "mrr", "micro_ap"]}
 
@@ -151,15 +152,9 @@ class ActiveIndexingPipeline:
             records = [{label: ctx.engine.value(s) for label, s in m.items()} for m in included]
             cells = [n for n, used, _ in members if not set(used) & set(options["exclude"])]
             return {**record, "params": {**record["params"], "cells": cells},
-                    "values": _summary_values(records, options["values"])}
+                    "values": summarize(records, options["values"])}
 
         return ctx.engine.transient("summary", {"group": group, "options": options}, [], make)
-
-
-def _summary_values(records: list[dict[str, Any]], values: list[str]) -> dict[str, Any]:
-    from .metrics import summarize
-
-    return summarize(records, values)
 
 
 def _originals(ctx: BuildContext, data: Any, database: Items, limit: int | None) -> tuple[Items, list[int]]:
