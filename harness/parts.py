@@ -8,7 +8,7 @@ not inherit from these classes: the contracts are ``typing.Protocol`` s, checked
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -25,12 +25,18 @@ class Field:
 
     ``kind``: ``"part"`` (one part of ``part_kind``), ``"parts"`` (a list of them), ``"chain"`` (one part
     or a list, applied in order), ``"str"``, ``"int"``, ``"float"``, ``"bool"``, ``"mapping"`` (any
-    mapping, checked by the pipeline) or ``"any"``."""
+    mapping, checked by the pipeline) or ``"any"``.
+
+    ``check`` (plain kinds only): ``check(value) -> [(sub_path, message, suggestion or None), ...]``,
+    the pipeline's own rules for the value, run at validation time for every grid cell, so that a bad
+    option is reported with ``file:line`` before anything runs (``sub_path``: a tuple of keys / indices
+    inside the value, ``()`` for the value itself)."""
 
     kind: str
     part_kind: str | None = None
     required: bool = False
     doc: str = ""
+    check: "Callable[[Any], Iterable[tuple[tuple, str, str | None]]] | None" = None
 
 
 @dataclass(frozen=True)

@@ -492,7 +492,11 @@ def _pipeline_fields(data: dict[str, Any], pipeline: Any, loc: _Locations, issue
                     issue(path, f"at least one {rule.part_kind} is required")
                 values[key] = [_part(v, path + (i,), rule.part_kind, registry, issue) for i, v in enumerate(value)]
         elif _plain_ok(rule, value, path, issue):
-            values[key] = value
+            problems = list(rule.check(value)) if rule.check is not None else []
+            for sub, message, suggestion in problems:
+                issue(path + tuple(sub), message, suggestion)
+            if not problems:
+                values[key] = value
     if input_type is not None and "metrics" in pipeline.fields:
         for ps in values.get("metrics") or []:
             if ps is None:

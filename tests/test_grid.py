@@ -247,3 +247,43 @@ def test_published_grid_files_serve_the_retrieval_pipeline(tmp_path):
     spec = toy_plugins.spec(str(tmp_path / "data"), grid=[{"transform": {"values_from": str(grid_file)}}])
     s = load_spec(_write(tmp_path, spec), registry=registry_with(toy_plugins, attacks))
     assert len(s.cells) == 66 and s.cells[5].overrides["transform"]["name"] == "attack.rotate"
+
+
+def test_field_check_reports_a_plain_options_problems_with_their_lines_per_cell(tmp_path):
+    from harness.parts import Field
+
+    def check(value):
+        if not isinstance(value, dict):
+            yield (), "expected a mapping", None
+            return
+        for key, v in value.items():
+            if key != "level":
+                yield (key,), "unknown option", "level" if key.startswith("lev") else None
+            elif not isinstance(v, int) or v < 0:
+                yield (key,), f"expected an integer >= 0, got {v!r}", None
+
+    class Options:
+        """A pipeline with a checked mapping option."""
+
+        version = "1"
+        fields = {"options": Field("mapping", check=check), "metrics": Field("parts", "metric")}
+        roles = ()
+        metric_input = "retrieval"
+
+        def build(self, cell, ctx):
+            return {}
+
+    plugin = types.ModuleType("options_plugin")
+    plugin.register_pipelines = harness.hookimpl(lambda register: register("options", Options))
+    registry = registry_with(plugin)
+    text = "task: t\npipeline: options\noptions:\n  level: 1\ngrid:\n  - options: [{level: 2}, {levle: 3}, {level: -1}]\n"
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(str(path), [], registry)
+    issues = [str(i) for i in info.value.issues]
+    assert len(issues) == 2, issues
+    assert any("spec.yaml:6 grid[0] value 1" in i and "options.levle: unknown option" in i and "level" in i for i in issues)
+    assert any("grid[0] value 2" in i and "options.level: expected an integer >= 0, got -1" in i for i in issues)
+    ok = load_spec(str(path), ["grid=[{options: [{level: 2}, {level: 0}]}]"], registry)
+    assert [c.options for c in ok.cells] == [{"level": 2}, {"level": 0}]

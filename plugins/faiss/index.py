@@ -205,6 +205,23 @@ class FaissIndex:
             raise self._untrained_error()
         self._index.add(x)
 
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The vectors as the trained index stores them: the decoding of their codes (``sa_decode`` of
+        ``sa_encode``; for IVF-PQ the assigned centroid plus the decoded residual, what ``reconstruct``
+        returns for an added vector). ``Flat`` stores vectors exactly. Used by active indexing."""
+        x = _as_matrix(x)
+        if self.exact:
+            return x.copy()
+        if self._index is None or not self._index.is_trained:
+            raise self._untrained_error()
+        if x.shape[1] != self._index.d:
+            raise UserError(f"index faiss: vectors have d={x.shape[1]} but the index d={self._index.d}")
+        try:
+            return np.ascontiguousarray(self._index.sa_decode(self._index.sa_encode(x)), dtype=np.float32)
+        except RuntimeError as e:
+            raise UserError(f"index faiss: factory {self.factory!r} cannot decode its codes (no standalone codec: "
+                            f"{_faiss_reason(e)})") from None
+
     @property
     def ntotal(self) -> int:
         if self.exact:

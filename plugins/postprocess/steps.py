@@ -7,11 +7,14 @@ Outputs are C-contiguous float32.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from harness.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 _CHUNK = 65536  # rows per chunk when accumulating training statistics (bounded float64 memory)
 
@@ -101,6 +104,16 @@ class PCA:
         return np.ascontiguousarray(out)
 
 
+    def apply_torch(self, x: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`apply` on a torch tensor, differentiable (active indexing optimises images through it)."""
+        import torch
+
+        if self.projection is None:
+            raise UserError(f"postprocess {self.name}: apply called before fit")
+        p = torch.as_tensor(np.asarray(self.projection), dtype=x.dtype, device=x.device)
+        return x @ p - torch.as_tensor(np.asarray(self._offset), dtype=x.dtype, device=x.device)
+
+
 class PCAWhiten(PCA):
     """PCA-whitening to ``dim`` dimensions: each axis divided by sqrt(eigenvalue + eps x largest eigenvalue).
 
@@ -151,6 +164,10 @@ class L2Normalize(_Stateless):
         x /= np.maximum(norms, np.finfo(np.float32).tiny)
         return x
 
+    def apply_torch(self, x: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`apply` on a torch tensor, differentiable."""
+        return x / x.norm(dim=1, keepdim=True).clamp_min(float(np.finfo(np.float32).tiny))
+
 
 class Truncate(_Stateless):
     """Dimensionality cap: keep the first ``dim`` components (DISC21 allows at most 256)."""
@@ -162,6 +179,10 @@ class Truncate(_Stateless):
 
     def apply(self, x: np.ndarray, role: str) -> np.ndarray:
         return np.ascontiguousarray(_matrix(x, "truncate")[:, : self.dim], dtype=np.float32)
+
+    def apply_torch(self, x: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`apply` on a torch tensor, differentiable."""
+        return x[:, : self.dim]
 
 
 class ScoreNorm:

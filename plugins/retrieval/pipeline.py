@@ -60,8 +60,8 @@ class RetrievalPipeline:
                      "database": ctx.described(database, cell.descriptor, "database")}
         train_stage = ctx.described(train, cell.descriptor, "train") if use_train else None
         if cell.postprocess:
-            fit = _fit_stage(ctx, cell.postprocess, train_stage)
-            vectors = {role: _apply_stage(ctx, fit, described[role], role) for role in ("queries", "database")}
+            fit = fit_stage(ctx, cell.postprocess, train_stage)
+            vectors = {role: apply_stage(ctx, fit, described[role], role) for role in ("queries", "database")}
             train_vectors = fit if use_train else None
         else:
             vectors, train_vectors = described, train_stage
@@ -89,7 +89,7 @@ def _train_array(value: Any) -> np.ndarray | None:
     return None if value is None else np.asarray(value)
 
 
-def _fit_stage(ctx: BuildContext, specs: list[PartSpec], train: Stage | None) -> Stage:
+def fit_stage(ctx: BuildContext, specs: list[PartSpec], train: Stage | None) -> Stage:
     """``postprocess:fit``: each step fitted on the train split as the previous steps left it."""
 
     def fit(train_vectors: np.ndarray | None) -> FittedSteps:
@@ -130,7 +130,7 @@ def _fit_stage(ctx: BuildContext, specs: list[PartSpec], train: Stage | None) ->
     return ctx.engine.stage("postprocess:fit", config, [train] if train is not None else [], compute, load)
 
 
-def _apply_stage(ctx: BuildContext, fit: Stage, described: Stage, role: str) -> Stage:
+def apply_stage(ctx: BuildContext, fit: Stage, described: Stage, role: str) -> Stage:
     def compute(work: Path, inputs: list[Any]) -> dict[str, Any]:
         fitted, x = inputs
         return {"dim": apply_chain(fitted.steps, x, role, work / "vectors.npy")}
@@ -141,6 +141,12 @@ def _apply_stage(ctx: BuildContext, fit: Stage, described: Stage, role: str) -> 
 
 def _search_stage(ctx: BuildContext, index_spec: PartSpec, vectors: dict[str, Stage], train: Stage | None) -> Stage:
     """``index`` (train + add, kept in memory for every cell that searches it) then ``search``."""
+    return search_stage(ctx, index_spec, index_stage(ctx, index_spec, vectors["database"], train), vectors["queries"])
+
+
+def index_stage(ctx: BuildContext, index_spec: PartSpec, database: Stage, train: Stage | None) -> Stage:
+    """``index``: a fresh index trained on ``train`` (a describe:train or postprocess:fit stage, or None)
+    and filled with ``database``; transient (in memory), built once per run for every stage that uses it."""
 
     def build_index(inputs: list[Any]) -> Any:
         index = ctx.create(index_spec, fresh=True)
@@ -154,8 +160,12 @@ def _search_stage(ctx: BuildContext, index_spec: PartSpec, vectors: dict[str, St
 
     if getattr(ctx.create(index_spec), "needs_training", False) and train is None:
         raise UserError(f"index {index_spec.name!r} needs training data but the dataset has no train split")
-    index_stage = ctx.engine.transient("index", {"index": ctx.identity(index_spec)},
-                                       [vectors["database"]] + ([train] if train is not None else []), build_index)
+    return ctx.engine.transient("index", {"index": ctx.identity(index_spec)},
+                                [database] + ([train] if train is not None else []), build_index)
+
+
+def search_stage(ctx: BuildContext, index_spec: PartSpec, index: Stage, queries: Stage) -> Stage:
+    """``search``: the queries' vectors against a built index stage; the value is :class:`Neighbors`."""
 
     def compute(work: Path, inputs: list[Any]) -> dict[str, Any]:
         index, queries = inputs[0], np.asarray(inputs[1])
@@ -174,7 +184,7 @@ def _search_stage(ctx: BuildContext, index_spec: PartSpec, vectors: dict[str, St
         with np.load(entry / "neighbors.npz", allow_pickle=False) as z:
             return Neighbors(**{k: z[k] for k in z.files})
 
-    return ctx.engine.stage("search", {"index": ctx.identity(index_spec)}, [index_stage, vectors["queries"]], compute, load)
+    return ctx.engine.stage("search", {"index": ctx.identity(index_spec)}, [index, queries], compute, load)
 
 
 def _parameters(fn: Any) -> set[str]:

@@ -20,7 +20,7 @@ from harness.errors import UserError
 from harness.limits import require_memory
 
 from .checkpoint import existing_file, file_sha256, load_state_dict
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, Resize, collate
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Order, Preprocess, Resize, collate
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -50,7 +50,10 @@ class _TorchDescriptor:
         half: bool,
         normalize: bool,
         interpolation: Literal["bilinear", "bicubic"] = "bilinear",
+        order: Order = "resize_first",
     ) -> None:
+        if order not in ("resize_first", "normalize_first"):
+            raise UserError(f"order must be 'resize_first' or 'normalize_first' (got {order!r})")
         preprocess = Preprocess(
             size=size,
             resize=resize,
@@ -58,6 +61,7 @@ class _TorchDescriptor:
             mean=tuple(mean),
             std=tuple(std),
             interpolation=interpolation,
+            order=order,
         )
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1 (got {batch_size})")
@@ -96,11 +100,14 @@ class _TorchDescriptor:
             device = self.device
             if self.half and device.type != "cuda":
                 warnings.warn(f"half: float16 is used on CUDA only; running float32 on {device}", stacklevel=2)
-            model = self._build(device)
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-            self._model = model.to(device=device, dtype=self._dtype(torch))
+            # built outside inference mode even when first used from ``forward``: the differentiable
+            # form (embed_normalized) cannot backpropagate through inference tensors
+            with torch.inference_mode(False):
+                model = self._build(device)
+                model.eval()
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                self._model = model.to(device=device, dtype=self._dtype(torch))
         return self._model
 
     def _dtype(self, torch: Any) -> "torch.dtype":
@@ -159,6 +166,31 @@ class _TorchDescriptor:
             out.append(self.forward(collate(samples)))
         return np.concatenate(out)
 
+    # -- differentiable form (active indexing optimises images through it) ----------------------------
+    def normalized(self, image: "Image.Image") -> "torch.Tensor":
+        """ToTensor and the descriptor's normalisation at the image's own size: float32 (3, H, W)."""
+        return self.preprocess.normalized(image)
+
+    def embed_normalized(self, images: Sequence["torch.Tensor"]) -> "torch.Tensor":
+        """Descriptors (n, d) of normalised full-size (3, H, W) tensors, differentiable with respect to
+        them: each is resized as :meth:`Preprocess.resize_tensor` does, then embedded (and L2-normalised
+        when ``normalize``). With ``order: normalize_first`` this is the extraction path itself."""
+        import torch
+
+        if len(self.preprocess.scales) != 1:
+            raise UserError(f"{self._what()}: the differentiable form needs one scale, got {list(self.preprocess.scales)}")
+        scale = self.preprocess.scales[0]
+        resized = [self.preprocess.resize_tensor(x, self.preprocess.target_size(x.shape[-1], x.shape[-2], scale))
+                   for x in images]
+        with torch.enable_grad():
+            if len({tuple(t.shape) for t in resized}) == 1:
+                out = self._run(torch.stack(resized), torch)
+            else:
+                out = torch.cat([self._run(t.unsqueeze(0), torch) for t in resized])
+            if self.normalize:
+                out = torch.nn.functional.normalize(out, dim=1)
+        return out
+
     @property
     def dim(self) -> int:
         """Output dimension (one dummy forward at the smallest input the preprocessing produces)."""
@@ -196,6 +228,8 @@ class TimmDescriptor(_TorchDescriptor):
     head-less output). ``size``/``resize``/``scales`` as in the literature: square, short-side or
     long-side resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
     ``device: auto`` uses CUDA when present, else the CPU (torch's default thread count); ``half`` is float16 on GPU only.
+    ``order``: ``resize_first`` (PIL resize, then normalisation) or ``normalize_first`` (normalisation at
+    full size, then a bilinear tensor resize without antialiasing, as active indexing's reference).
     """
 
     def __init__(
@@ -217,6 +251,7 @@ class TimmDescriptor(_TorchDescriptor):
         checkpoint_key: str | None = None,
         strict: bool = True,
         seed: int = 0,
+        order: Order = "resize_first",
     ) -> None:
         cfg = _timm_config(model)
         if checkpoint is not None:
@@ -236,6 +271,7 @@ class TimmDescriptor(_TorchDescriptor):
             device=device,
             half=half,
             normalize=normalize,
+            order=order,
         )
         self.model_name = model
         self.checkpoint = checkpoint
@@ -333,7 +369,8 @@ class TorchScriptDescriptor(_TorchDescriptor):
 
     Loaded with ``torch.jit.load`` on the chosen device. Preprocessing: ``size`` with ``square``,
     ``short_side`` or ``long_side`` resize (SSCD evaluates at 288 on the short side, or 320 x 320),
-    ImageNet ``mean`` and ``std`` unless given.
+    ImageNet ``mean`` and ``std`` unless given. ``order`` as for ``timm`` (``normalize_first``: active
+    indexing's ToTensor, normalisation, then resize to 288 x 288).
     """
 
     def __init__(
@@ -348,11 +385,12 @@ class TorchScriptDescriptor(_TorchDescriptor):
         device: str = "auto",
         half: bool = False,
         normalize: bool = True,
+        order: Order = "resize_first",
     ) -> None:
         path = existing_file(path, "TorchScript")
         super().__init__(
             size=size, resize=resize, scales=scales, mean=mean, std=std,
-            batch_size=batch_size, device=device, half=half, normalize=normalize,
+            batch_size=batch_size, device=device, half=half, normalize=normalize, order=order,
         )
         self.path = path
 

@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 Resize = Literal["square", "short_side", "long_side"]
+#: ``resize_first``: PIL resize of the 8-bit image, then normalisation (the usual order);
+#: ``normalize_first``: ToTensor and normalisation at full size, then a bilinear tensor resize without
+#: antialiasing (active indexing's reference: torchvision 0.12's tensor resize), a differentiable path.
+Order = Literal["resize_first", "normalize_first"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +42,7 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    order: Order = "resize_first"
 
     def __call__(self, image: "Image.Image") -> "torch.Tensor | tuple[torch.Tensor, ...]":
         if image.mode != "RGB":
@@ -61,6 +66,8 @@ class Preprocess:
         from PIL import Image
 
         target = self.target_size(*image.size, scale)
+        if self.order == "normalize_first":
+            return self.resize_tensor(self.normalized(image), target)
         if target != image.size:
             resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
             image = image.resize(target, resample[self.interpolation])
@@ -68,6 +75,30 @@ class Preprocess:
         inv_std = 1.0 / (np.asarray(self.std, dtype=np.float32) * 255.0)
         chw = ((np.asarray(image, dtype=np.float32) - mean) * inv_std).transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(chw))
+
+
+    def normalized(self, image: "Image.Image") -> "torch.Tensor":
+        """ToTensor and normalisation at the image's own size: float32 (3, H, W)."""
+        import torch
+
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
+        chw = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+        return torch.from_numpy(np.ascontiguousarray((chw - mean) / std))
+
+    def resize_tensor(self, x: "torch.Tensor", target: tuple[int, int]) -> "torch.Tensor":
+        """A normalised (3, H, W) tensor resized to ``target`` (width, height) the way the
+        ``normalize_first`` order does it (bilinear, half-pixel centres, no antialiasing); differentiable.
+        With ``resize_first`` this is the closest tensor form of the PIL resize (antialiased bilinear)."""
+        import torch
+
+        width, height = target
+        if (x.shape[-1], x.shape[-2]) == (width, height):
+            return x
+        mode = self.interpolation if self.order == "resize_first" else "bilinear"
+        return torch.nn.functional.interpolate(x.unsqueeze(0), size=(height, width), mode=mode, align_corners=False
+                                               if mode != "nearest" else None,
+                                               antialias=self.order == "resize_first" and mode != "nearest").squeeze(0)
 
 
 def collate(samples: Sequence[Any]) -> Any:
