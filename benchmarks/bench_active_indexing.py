@@ -18,27 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from timed_harness import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "active-indexing-demo.yaml"
-
-
-def harness(args: list[str], cache: str) -> tuple[float, dict]:
-    start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "harness", *args, "--json", "--quiet"], capture_output=True, text=True,
-                         env=dict(os.environ, HARNESS_CACHE_DIR=cache))
-    elapsed = time.perf_counter() - start
-    if res.returncode != 0:
-        sys.exit(f"harness {' '.join(args)} failed: {res.stderr.strip()[-2000:]}")
-    return elapsed, json.loads(res.stdout)
 
 
 def main() -> None:

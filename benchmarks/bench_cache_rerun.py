@@ -7,27 +7,16 @@ stage cached and be at least 20x faster (issue: core runner). Prints both times 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timed_harness import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(spec: str, overrides: list[str], cache: str, out: str) -> tuple[float, dict]:
-    args = [sys.executable, "-m", "harness", "run", spec, "--json", "--quiet", "--output", out]
-    for o in overrides:
-        args += ["--set", o]
-    start = time.perf_counter()
-    res = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, HARNESS_CACHE_DIR=cache))
-    elapsed = time.perf_counter() - start
-    if res.returncode != 0:
-        sys.exit(f"run failed: {res.stderr.strip()}")
-    return elapsed, json.loads(res.stdout)
+    return harness(["run", spec, "--output", out, *[a for o in overrides for a in ("--set", o)]], cache)
 
 
 def main() -> None:
