@@ -12,6 +12,7 @@ tree is composed, so a deep file never reaches PyYAML's recursive composer.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import yaml
@@ -27,6 +28,18 @@ MAX_DEPTH = 64
 #: Largest document with every alias expanded: values (scalars and containers), scalar characters.
 MAX_NODES = 100_000
 MAX_CHARS = 4 * MAX_SPEC_BYTES
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading YAML 1.2 floats without a dot (``1e-6``, ``2E+3``): YAML 1.1,
+    which PyYAML follows, makes them strings, and ``fpr: 1e-6`` would be refused as "not a number"."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def read_text(path: str | os.PathLike[str], *, what: str = "spec", max_bytes: int = MAX_SPEC_BYTES) -> str:
@@ -67,7 +80,7 @@ def compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError([SpecIssue(source, "", f"YAML text is over the {MAX_SPEC_BYTES:,}-character limit")])
     _check_depth(text, source)
-    loader = yaml.SafeLoader(text)
+    loader = SpecLoader(text)
     try:  # one parse: the node tree (for line numbers) and the data built from it
         node = loader.get_single_node()
         if node is not None:

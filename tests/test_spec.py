@@ -151,3 +151,11 @@ def test_quoted_numbers_are_not_coerced(tmp_path, toy_registry):
     path = write(tmp_path, GOOD.replace("index: {name: brute, k: 3}", "index: {name: brute, k: '3'}"))
     with pytest.raises(SpecError, match="index.k"):
         load_spec(path, registry=toy_registry)
+
+
+def test_floats_without_a_dot_read_as_numbers_as_in_yaml_1_2():
+    from harness.safe_yaml import load_value
+
+    assert load_value("{a: 1e-6, b: -2E+3, c: 1.5e-3, d: +3e0}", "s") == {"a": 1e-6, "b": -2000.0, "c": 1.5e-3, "d": 3.0}
+    # what is not a YAML 1.2 float stays as before: ints, quoted text, other words
+    assert load_value("{a: 12, b: '1e-6', c: 1e5x, d: e5, e: 0x10}", "s") == {"a": 12, "b": "1e-6", "c": "1e5x", "d": "e5", "e": 16}
