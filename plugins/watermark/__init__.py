@@ -41,6 +41,7 @@ def register_watermarkers(register):
 @hookimpl
 def register_metrics(register):
     from .metrics import AUROC, AnalyticTPR, BitAccuracy, EmpiricalTPR, WordAccuracy
+    from .lpips_quality import LPIPS
     from .quality import PSNR, SSIM
 
     register("watermark.tpr", AnalyticTPR)
@@ -50,3 +51,4 @@ def register_metrics(register):
     register("watermark.word_accuracy", WordAccuracy)
     register("watermark.psnr", PSNR)
     register("watermark.ssim", SSIM)
+    register("watermark.lpips", LPIPS)
