@@ -4,9 +4,10 @@ the style of ssl_watermarking's evaluate.py (same images, same attacked images, 
 The baseline does what the reference evaluation does: for each image, make its attacked versions,
 then for each one ToTensor + normalise, a forward pass of one image, and the hypercone p-value from
 scipy per image. The harness path attacks the same images with the same functions, then calls
-``SSLWatermarker.detect_batch`` once on everything (images of one size batched, inference mode, the
-network in channels-last layout; the baseline runs a copy of the same weights in torch's default
-layout, as the reference does).
+``SSLWatermarker.detect_batch`` once on everything (images of one size batched; on the CPU the network
+runs on onnxruntime, ``--detector torch`` for torch eager in channels-last layout; the baseline runs a
+copy of the same weights in torch's default layout, as the reference does). The end-to-end version
+of this comparison, a real ``harness run`` of a grid, is bench_watermark_grid.py.
 Both report the same scores (|cos| to the key's carrier) and p-values: the script checks they agree
 and prints the ratio of wall times. Random-initialised backbone (labelled), no download.
 
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2, help="alternating timed runs of each path (best kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--detector", default="auto", choices=["auto", "torch", "onnxruntime"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -116,15 +118,15 @@ def main() -> None:
     from harness.testing import sample_images
     from harness_plugins.watermark.ssl import SSLWatermarker
 
-    marker = SSLWatermarker(model=args.model, device="cpu", batch_size=args.batch_size)
+    marker = SSLWatermarker(model=args.model, device="cpu", batch_size=args.batch_size, detector=args.detector)
     images = sample_images(args.images, args.size)
     keys = list(range(1, args.images + 1))
     grid = attacks()
     marker.dim  # build the model before timing
     ref_model = reference_model(marker)
     with torch.inference_mode():
-        marker.features(marker._to_tensor(images[:1]))  # warm-up of both
-        ref_model(marker._to_tensor(images[:1]))
+        ref_model(marker._to_tensor(images[:1]))  # warm-up of both
+    marker.detect_features(images[:1])  # (and the onnxruntime export, outside the timing)
 
     t_ref, t_batched = [], []
     for _ in range(args.repeat):
@@ -150,6 +152,7 @@ def main() -> None:
     best_ref, best_batched = min(t_ref), min(t_batched)
     figures = {
         "model": f"{args.model} (random_init)",
+        "detector": args.detector,
         "image_size": args.size,
         "images": args.images,
         "attacks": len(grid),

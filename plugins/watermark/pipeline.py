@@ -163,11 +163,11 @@ def _detect_stage(ctx: BuildContext, spec: PartSpec, embed: Stage, marked: Items
         keys = list(embedded.keys)
         message = getattr(marker, "message", None)
         messages = [message(k) for k in keys] if callable(message) else None
-        tables = []
-        for is_marked, items in ((True, marked_items), (False, original_items)):
-            found = _detect(ctx, marker, spec.name, items, keys, "marked" if is_marked else "unmarked")
-            tables.append(Detections.build([it.id for it in items], label, is_marked, found, messages))
-        table = Detections.concat(tables)
+        # marked and unmarked images in one pass: twice the images of each size per batch
+        found = _detect(ctx, marker, spec.name, [*marked_items, *original_items], keys + keys, "marked and unmarked")
+        n = len(marked_items)
+        table = Detections.concat([Detections.build([it.id for it in marked_items], label, True, found[:n], messages),
+                                   Detections.build([it.id for it in original_items], label, False, found[n:], messages)])
         table.save_npz(work / "detections.npz")
         ops = [*(getattr(marked_items, "operations", None) or [[]] * len(marked_items)),
                *(getattr(original_items, "operations", None) or [[]] * len(original_items))]
