@@ -162,7 +162,7 @@ class RayExecutor:
                         deaths += 1
                         if deaths > MAX_RESTARTS:
                             raise PluginError(f"Ray workers died {deaths} times, last on the shard at item "
-                                              f"{shard.start}: {str(exc).splitlines()[0]}") from None
+                                              f"{shard.start}: {_first_line(exc)}") from None
                         pool[slot] = worker.remote()
                     queue.appendleft(shard)  # (the new worker skips it if it was published before the death)
                     submit(slot)
@@ -191,8 +191,16 @@ def _result(ray: Any, ref: Any, shard: Shard) -> str:
         return ray.get(ref)
     except rex.RayActorError:
         raise
-    except rex.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
+    except (rex.RayTaskError, rex.RaySystemError) as exc:
+        cause = getattr(exc, "cause", None) if isinstance(exc, rex.RayTaskError) else exc
+        if isinstance(cause, (ImportError, rex.RaySystemError)):  # unpickling the part needs its plugin
+            raise UserError(f"a Ray worker cannot load the computation ({_first_line(cause)}): every node needs "
+                            f"harness and the spec's plugin packages installed") from None
         if isinstance(cause, BaseException):
             raise cause from None
-        raise PluginError(f"a Ray worker failed on the shard at item {shard.start}: {exc}") from None
+        raise PluginError(f"a Ray worker failed on the shard at item {shard.start}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

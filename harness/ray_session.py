@@ -91,6 +91,7 @@ def session_state() -> dict[str, Any]:
 
 
 def _join(address: str) -> _Session:
+    _reachable(address)
     try:
         import ray
     except ImportError:
@@ -100,6 +101,19 @@ def _join(address: str) -> _Session:
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
     return _Session(address, ray)
+
+
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on a head that does not answer: ``ray.init`` would wait for it for minutes."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray reads itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def _start_local(cache: Cache) -> _Session:

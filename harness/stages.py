@@ -187,9 +187,11 @@ class Engine:
             raise RuntimeError("sharded_array is a service for a stage's compute")
         name, key = self._computing[-1]
         executor = executor or LocalExecutor()
-        shards = [Shard(make_key(stage="shard", parent=key, start=start, ids=[getattr(it, "id", it) for it in chunk]),
-                      start, chunk, {"stage": f"{name}:shard"})
-                  for start in range(0, len(items), shard_size) for chunk in [items[start : start + shard_size]]]
+        shards = []
+        for start in range(0, len(items), shard_size):
+            chunk = items[start : start + shard_size]
+            shard_key = make_key(stage="shard", parent=key, start=start, ids=[getattr(it, "id", it) for it in chunk])
+            shards.append(Shard(shard_key, start, chunk, {"stage": f"{name}:shard"}))
         self._superseded[-1].extend(s.key for s in shards)
         arrays: dict[str, np.ndarray] = {}
         with self.reporter.task(label, len(items)) as advance:

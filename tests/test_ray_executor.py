@@ -163,6 +163,17 @@ def test_ray_settings_are_checked(tmp_path, extraction, message):
     assert _spec_error(tmp_path, extraction).endswith(message)
 
 
+def test_an_address_where_nothing_answers_fails_at_once(tmp_path):
+    """(ray.init would retry for minutes.) Port 1 on loopback: nothing listens, nothing leaves."""
+    from harness import ray_session
+    from harness.cache import Cache
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match=r"^cannot reach the Ray cluster at 127\.0\.0\.1:1: Connection refused$"):
+        ray_session.connect("127.0.0.1:1", Cache(tmp_path / "cache"))
+    assert ray_session._session is None
+
+
 # -- Ray, once per module -------------------------------------------------------------------------
 
 def _snapshot(folder: Path) -> list[tuple[str, int]] | None:
