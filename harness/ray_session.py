@@ -61,6 +61,8 @@ class _Session:
 
 
 _session: _Session | None = None
+_imported_here = False  # ray was first imported by _start_local, under its settings
+_TOKEN = secrets.token_hex(32)  # one per process: Ray's driver caches the token it first read
 
 
 def connect(address: str | None, cache: Cache) -> Any:
@@ -75,7 +77,7 @@ def connect(address: str | None, cache: Cache) -> Any:
     if already is not None and already.is_initialized():  # a library caller's own Ray: theirs to configure
         _session = _Session(address, already)
         return already
-    if address is None and already is not None:
+    if address is None and already is not None and not _imported_here:
         raise UserError("Ray was imported before harness could configure its private local Ray (it reads its "
                         "settings at import); start harness first, or set extraction.address")
     _session = _start_local(cache) if address is None else _join(address)
@@ -117,6 +119,7 @@ def _reachable(address: str, timeout_s: float = 10.0) -> None:
 
 
 def _start_local(cache: Cache) -> _Session:
+    global _imported_here
     own = _private_dir(cache)
     saved = {k: os.environ.get(k) for k in (*LOCAL_ENV, "RAY_AUTH_TOKEN_PATH", "HOME")}
     try:
@@ -125,10 +128,11 @@ def _start_local(cache: Cache) -> _Session:
         (home / "ray_bootstrap_config.yaml").write_text("{}\n")  # see the module's docstring
         token = own.path / "auth_token"
         token.touch(mode=0o600)
-        token.write_text(secrets.token_hex(32))
+        token.write_text(_TOKEN)
         os.environ.update(LOCAL_ENV, RAY_AUTH_TOKEN_PATH=str(token))
         real_home = os.path.expanduser("~")
         os.environ["HOME"] = str(home)  # for the processes ray.init starts; restored below
+        _imported_here = _imported_here or "ray" not in sys.modules
         try:
             import ray
         except ImportError:
