@@ -90,7 +90,7 @@ class BuildContext:
     """Handed to ``Pipeline.build(cell, ctx)``: one per grid cell, sharing the run's engine and parts."""
 
     def __init__(self, engine: Engine, registry: Registry, shared: dict[str, Any], *, seed: int,
-                 extraction: dict[str, int]) -> None:
+                 extraction: dict[str, Any]) -> None:
         self.engine = engine
         self.registry = registry
         self.seed = seed
@@ -211,7 +211,8 @@ class BuildContext:
     def described(self, items: Items, descriptor: PartSpec, role: str) -> Stage:
         """``describe:<role>``: the descriptor over the items, extracted in resumable shards; the value
         is a read-only memory-mapped float32 (n, d) array. Keyed by the descriptor and the items only."""
-        from harness.extract import extract
+        from harness.executors import make_executor
+        from harness.extract import Describe
 
         ex = self.extraction
 
@@ -219,10 +220,8 @@ class BuildContext:
             part = self.create(descriptor)
             its = items.resolve(inputs)
             return self.engine.sharded_array(
-                work, its,
-                lambda chunk, advance: extract(part, chunk, batch_size=ex.get("batch_size", 32),
-                                               workers=ex.get("workers"), progress=advance),
-                label=f"describe {role}", shard_size=ex.get("shard_size", SHARD_SIZE))
+                work, its, Describe(part, batch_size=ex.get("batch_size", 32), workers=ex.get("workers")),
+                label=f"describe {role}", shard_size=ex.get("shard_size", SHARD_SIZE), executor=make_executor(ex))
 
         config = {"items": items.key if items.stage is None else None, "descriptor": self.identity(descriptor)}
         return self.engine.stage(f"describe:{role}", config, items.inputs(), compute,

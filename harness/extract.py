@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,6 +50,19 @@ def extract(
     if out.shape[0] != len(items):
         raise UserError(f"descriptor returned {out.shape[0]} rows for {len(items)} images")
     return out
+
+
+@dataclass
+class Describe:
+    """``describe(items, advance)``: :func:`extract` as one picklable object, the computation of a
+    shard that an executor may send to other processes (a Ray actor receives it once)."""
+
+    descriptor: Any
+    batch_size: int = 32
+    workers: int | None = None
+
+    def __call__(self, items: Sequence[Item], advance: Callable[[int], None]) -> np.ndarray:
+        return extract(self.descriptor, items, batch_size=self.batch_size, workers=self.workers, progress=advance)
 
 
 def _check(batch_out: Any, n: int) -> np.ndarray:

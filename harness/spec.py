@@ -36,13 +36,17 @@ COMMON_FIELDS: dict[str, Field] = {
     "seed": Field("int", doc="seed from which every random generator is derived (default 0)"),
     "pipeline": Field("str", doc="the pipeline that runs the spec (default: retrieval)"),
     "grid": Field("any", doc="list of axes: each maps override paths to equal-length lists of values"),
-    "extraction": Field("mapping", doc="batch_size, workers, shard_size (ints): extraction settings"),
+    "extraction": Field("mapping", doc="batch_size, workers, shard_size (ints), executor (local|ray), address, "
+                                       "actors: extraction settings"),
 }
 DEFAULT_PIPELINE = "retrieval"
 EXTRACTION_FIELDS = {"batch_size": 1, "workers": 0, "shard_size": 1}  # key -> smallest allowed value
 MAX_CELLS = 10_000  # a grid beyond this is a typo, not an experiment
 #: key -> largest allowed value: a batch or a shard is held in memory, each worker is a process
 EXTRACTION_MAX = {"batch_size": 65536, "workers": 256, "shard_size": 10_000_000}
+EXECUTORS = ("local", "ray")  # where extraction shards run (harness.executors)
+#: settings of the ray executor only: key -> smallest, largest allowed integer (None: a string)
+RAY_FIELDS: dict[str, tuple[int, int] | None] = {"address": None, "actors": (1, 4096)}
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Cell:
     overrides: dict[str, Any]  # override path -> value
     data: dict[str, Any]  # the resolved mapping of this cell
     seed: int
-    extraction: dict[str, int]
+    extraction: dict[str, Any]
     values: dict[str, Any]  # pipeline field -> PartSpec | list[PartSpec] | plain value | None
 
     def __getattr__(self, name: str) -> Any:  # cell.dataset, cell.metrics, ... (fields of the pipeline)
@@ -95,7 +99,7 @@ class Spec:
     pipeline: str
     cells: list[Cell]
     grid: list[dict[str, list[Any]]] | None = None
-    extraction: dict[str, int] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:
@@ -549,21 +553,54 @@ def _part(value: Any, path: PathT, kind: str, registry: Any, issue: Any) -> Part
     return PartSpec(kind, name, clean, dotted(path))
 
 
-def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, int]:
+def _extraction(value: Any, path: PathT, issue: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         issue(path, f"expected a mapping, got {type(value).__name__}")
         return {}
-    out = {}
+    out: dict[str, Any] = {}
+    known = [*EXTRACTION_FIELDS, "executor", *RAY_FIELDS]
     for k, v in value.items():
-        if k not in EXTRACTION_FIELDS:
-            close = difflib.get_close_matches(str(k), list(EXTRACTION_FIELDS), n=1, cutoff=0.6)
+        if k == "executor":
+            executor = _executor(v, path + (k,), issue)
+            if executor is not None:
+                out[k] = executor
+        elif k in RAY_FIELDS:
+            bounds = RAY_FIELDS[k]
+            if bounds is None and not (isinstance(v, str) and v.strip()):
+                issue(path + (k,), f"expected a Ray cluster address (host:port, ray://host:port or auto), got {short_repr(v)}")
+            elif bounds is not None and (isinstance(v, bool) or not isinstance(v, int) or not bounds[0] <= v <= bounds[1]):
+                issue(path + (k,), f"expected an integer from {bounds[0]} to {bounds[1]:,}, got {short_repr(v)}")
+            else:
+                out[k] = v
+        elif k not in EXTRACTION_FIELDS:
+            close = difflib.get_close_matches(str(k), known, n=1, cutoff=0.6)
             issue(path + (k,), "unknown key", close[0] if close else None)
         elif isinstance(v, bool) or not isinstance(v, int) or not EXTRACTION_FIELDS[k] <= v <= EXTRACTION_MAX[k]:
             issue(path + (k,), f"expected an integer from {EXTRACTION_FIELDS[k]} to {EXTRACTION_MAX[k]:,}, "
                                f"got {short_repr(v)}")
         else:
             out[k] = v
+    if value.get("executor", "local") == "local":  # (an invalid executor is reported once, above)
+        for k in RAY_FIELDS:
+            if k in out:
+                issue(path + (k,), "applies to the ray executor only (add executor: ray)")
+                del out[k]
     return out
+
+
+def _executor(value: Any, path: PathT, issue: Any) -> str | None:
+    """``local`` or ``ray``; ``ray`` only where Ray is installed (checked without importing it)."""
+    if not isinstance(value, str) or value not in EXECUTORS:
+        close = difflib.get_close_matches(str(value), list(EXECUTORS), n=1, cutoff=0.5) if isinstance(value, str) else []
+        issue(path, f"unknown executor {short_repr(value)}; one of: {', '.join(EXECUTORS)}", close[0] if close else None)
+        return None
+    if value == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            issue(path, "the ray executor needs Ray, an optional extra: pip install 'harness[ray]'")
+            return None
+    return value
 
 
 def _expand_home(value: Any) -> Any:

@@ -23,7 +23,8 @@ import numpy as np
 
 from harness.cache import Cache, make_key
 from harness.errors import PluginError
-from harness.npy import NpyWriter, save_npy
+from harness.executors import Executor, LocalExecutor, Shard, ShardFn, publish_shard
+from harness.npy import NpyWriter
 from harness.progress import Reporter
 
 #: compute(work_dir, input_values) -> details for the stage record (JSON-able) or None.
@@ -172,44 +173,56 @@ class Engine:
         return stage.load(entry, lambda: self._inputs(stage))  # type: ignore[misc]
 
     # -- services ------------------------------------------------------------------------------------
-    def sharded_array(self, work: Path, items: Sequence[Any], fn: Callable[[Sequence[Any], Callable[[int], None]], np.ndarray],
-                      *, label: str, shard_size: int = SHARD_SIZE, filename: str = "vectors.npy") -> dict[str, Any]:
+    def sharded_array(self, work: Path, items: Sequence[Any], fn: ShardFn, *, label: str, shard_size: int = SHARD_SIZE,
+                      filename: str = "vectors.npy", executor: Executor | None = None) -> dict[str, Any]:
         """From inside a stage's compute: ``fn(chunk, advance) -> float32 (len(chunk), ...)`` shard by
         shard into ``work/filename``.
 
         Each shard is its own cache entry (keyed by the stage's key, its position and its items), so an
         interrupted computation resumes at the shard it was in; once the stage's entry is published,
-        the shards are removed. Returns details for the stage record."""
+        the shards are removed. ``executor`` says where the missing shards are computed (default: here,
+        one after the other; see :mod:`harness.executors`); they meet in the cache, and are assembled
+        here in order. Returns details for the stage record."""
         if not self._computing:
             raise RuntimeError("sharded_array is a service for a stage's compute")
         name, key = self._computing[-1]
-        shards, reused = [], 0
+        executor = executor or LocalExecutor()
+        shards = []
+        for start in range(0, len(items), shard_size):
+            chunk = items[start : start + shard_size]
+            shard_key = make_key(stage="shard", parent=key, start=start, ids=[getattr(it, "id", it) for it in chunk])
+            shards.append(Shard(shard_key, start, chunk, {"stage": f"{name}:shard"}))
+        self._superseded[-1].extend(s.key for s in shards)
+        arrays: dict[str, np.ndarray] = {}
         with self.reporter.task(label, len(items)) as advance:
-            for start in range(0, len(items), shard_size):
-                chunk = items[start : start + shard_size]
-                shard_key = make_key(stage="shard", parent=key, start=start, ids=[getattr(it, "id", it) for it in chunk])
-                self._superseded[-1].append(shard_key)
+            for shard in shards:
                 # a concurrent run that finishes this stage first removes the shards it superseded:
                 # a shard may vanish between lookup and load (a mapped one stays readable)
-                shard = _load_array(self.cache.lookup(shard_key), filename)
-                if shard is None:
-                    with self.cache.write(shard_key, {"stage": f"{name}:shard"}) as w:
-                        computed = np.ascontiguousarray(fn(chunk, advance), dtype=np.float32)
-                        save_npy(w / filename, computed)
-                    shard = _load_array(self.cache.lookup(shard_key), filename)
-                    shard = computed if shard is None else shard
-                else:
-                    reused += 1
-                    advance(len(chunk))
-                shards.append(shard)
-        dims = {s.shape[1:] for s in shards}
+                found = _load_array(self.cache.lookup(shard.key), filename)
+                if found is not None:
+                    arrays[shard.key] = found
+                    advance(len(shard.items))
+            reused = len(arrays)
+            missing = [s for s in shards if s.key not in arrays]
+            for shard in executor.compute(fn, missing, self.cache, filename, advance):
+                found = _load_array(self.cache.lookup(shard.key), filename)
+                if found is None:  # removed meanwhile by a concurrent run: compute it again, here
+                    publish_shard(self.cache, fn, shard, filename, lambda n=1: None)
+                    found = _load_array(self.cache.lookup(shard.key), filename)
+                    if found is None:
+                        raise PluginError(f"{label}: the shard at item {shard.start} vanished twice from the cache")
+                arrays[shard.key] = found
+        dims = {a.shape[1:] for a in arrays.values()}
         if len(dims) > 1:
             raise PluginError(f"{label}: shards of different shapes {sorted(dims)}")
         # ordinary writes, not a memory map: a full disk is an error, not a SIGBUS
         with NpyWriter(work / filename, (len(items), *(dims.pop() if dims else (0,)))) as out:
             for s in shards:
-                out.write(s)
-        return {"items": len(items), "shards": len(shards), "shards_reused": reused}
+                out.write(arrays[s.key])
+        details: dict[str, Any] = {"items": len(items), "shards": len(shards), "shards_reused": reused}
+        if executor.name != "local":
+            details["executor"] = executor.name
+        return details
 
     # -- records -------------------------------------------------------------------------------------
     def records(self) -> list[StageRecord]:
