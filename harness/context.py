@@ -220,7 +220,7 @@ class BuildContext:
             its = items.resolve(inputs)
             return self.engine.sharded_array(
                 work, its,
-                lambda chunk, advance: extract(part, chunk, batch_size=ex.get("batch_size", 32),
+                lambda chunk, advance: extract(part, chunk, batch_size=ex.get("batch_size"),
                                                workers=ex.get("workers"), progress=advance),
                 label=f"describe {role}", shard_size=ex.get("shard_size", SHARD_SIZE))
 
