@@ -33,7 +33,7 @@ Checks (the script fails otherwise): both whitenings give the same squared dista
 difference < 1e-2 on sampled pairs; the PCA axes' signs are arbitrary), and both searches + scorings
 give the same number of predictions and micro-AP, R@P90 and recall@rank1 to 1e-9.
 
-    nice python benchmarks/bench_scale.py                # full size: about 15 minutes on 2 cores
+    nice python benchmarks/bench_scale.py                # full size: about an hour on 2 shared cores
     nice python benchmarks/bench_scale.py --scale 0.05   # 50,000 references, 2,500 queries: a quick check
 """
 
