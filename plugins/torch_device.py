@@ -5,8 +5,8 @@ active indexing's activation).
 - ``device``: ``auto`` (CUDA when torch sees it, else the CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
 - ``batch_size``: an integer (every device), or a mapping by device type, e.g. ``{cpu: 32, cuda:
   256}``; a type the mapping leaves out, and ``null``, take the part's defaults (descriptors:
-  :data:`DEFAULT_BATCH`). It changes speed and memory, not results, so it is kept out of the cache
-  keys unless written.
+  :data:`DEFAULT_BATCH`). It changes speed and memory, not results (beyond float rounding), so it
+  stays out of the cache keys unless written.
 - precision: float32 everywhere, with TF32 off on CUDA (torch's default lets cuDNN convolutions
   round inputs to 10 bits), so float32 results agree across devices to rounding and the device stays
   out of the cache keys; ``half: true`` is float16 on CUDA only, where results do differ: the
@@ -21,9 +21,10 @@ import contextlib
 import difflib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Mapping, Union
 
 from harness.errors import UserError
+from harness.params import PositiveInt
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,9 +34,9 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: Descriptor batch sizes when none is given: a GPU takes larger batches than the CPU needs (on the
 #: CPU larger batches of large images run no faster: the activations leave the caches).
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128, "mps": 32}
-#: The annotation of a ``batch_size`` parameter: its shape checked by the spec loader, its values by
-#: :meth:`BatchSizes.parse` (one message naming the device type and the rule).
-BatchSize = Union[int, dict[str, int], None]
+#: The annotation of a ``batch_size`` parameter, checked when a spec is validated (and again by
+#: :meth:`BatchSizes.parse`, for parts built from Python).
+BatchSize = Union[PositiveInt, dict[Literal["cpu", "cuda", "mps"], PositiveInt], None]
 
 
 def check_device(device: Any) -> str:

@@ -93,9 +93,15 @@ def test_batch_size_errors_are_one_clear_line(value, message):
 
 
 def test_the_spec_loader_accepts_both_forms_and_refuses_others():
+    """Validation (before anything runs) reports the branch of the value's own kind, located in it."""
     for value in (8, {"cpu": 8, "cuda": 64}, None):
         assert not check_params(TimmDescriptor, {"model": CNN, "batch_size": value})[1]
-    assert check_params(TimmDescriptor, {"model": CNN, "batch_size": "big"})[1]
+    for value, message in (("big", "Input should be a valid integer (got 'big')"),
+                           (0, "Input should be greater than or equal to 1 (got 0)"),
+                           ({"gpu": 64}, "Input should be 'cpu', 'cuda' or 'mps' at gpu.[key] (got {'gpu': 64})"),
+                           ({"cuda": 0}, "Input should be greater than or equal to 1 at cuda (got {'cuda': 0})")):
+        problems = check_params(TimmDescriptor, {"model": CNN, "batch_size": value})[1]
+        assert [p.message for p in problems] == [message]
 
 
 def test_extraction_batch_size_default_follows_the_device(cuda):
