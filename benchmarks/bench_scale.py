@@ -31,7 +31,9 @@ files, as the stage cache hands descriptors over):
 
 Checks (the script fails otherwise): both whitenings give the same squared distances (relative
 difference < 1e-2 on sampled pairs; the PCA axes' signs are arbitrary), and both searches + scorings
-give the same number of predictions and micro-AP, R@P90 and recall@rank1 to 1e-9.
+give the same number of predictions and micro-AP, R@P90 and recall@rank1 to 1e-6 (the two searches
+compute float32 distances with different faiss kernels, range search and kNN, so a pair within one
+float32 rounding of another may swap ranks: a few 1e-9 in micro-AP).
 
     nice python benchmarks/bench_scale.py                # full size: about an hour on 2 shared cores
     nice python benchmarks/bench_scale.py --scale 0.05   # 50,000 references, 2,500 queries: a quick check
@@ -313,13 +315,12 @@ def main() -> None:
         print(f"  search + scoring harness  wall {h['wall']:8.1f} s  cpu {h['cpu']:8.1f} s  peak RSS {h['peak'] / 2**30:6.2f} GiB",
               flush=True)
         raw = results["score-raw"]
-        for key in ("micro_ap", "recall_at_p90", "recall_at_rank1"):
-            if abs(raw[key] - h[key]) > 1e-9:
-                sys.exit(f"{key} differs: raw {raw[key]!r}, harness {h[key]!r}")
-        if raw["n_predictions"] != h["n_predictions"]:
-            sys.exit(f"n_predictions differs: raw {raw['n_predictions']}, harness {h['n_predictions']}")
-        print(f"  identical metrics: micro-AP {h['micro_ap']:.6f}, R@P90 {h['recall_at_p90']:.6f}, "
-              f"recall@rank1 {h['recall_at_rank1']:.6f}, {h['n_predictions']:,} predictions")
+        gap = max(abs(raw[key] - h[key]) for key in ("micro_ap", "recall_at_p90", "recall_at_rank1"))
+        if gap > 1e-6 or raw["n_predictions"] != h["n_predictions"]:
+            sys.exit(f"the metrics differ: raw {raw}, harness {h}")
+        print(f"  same metrics: micro-AP {h['micro_ap']:.6f}, R@P90 {h['recall_at_p90']:.6f}, "
+              f"recall@rank1 {h['recall_at_rank1']:.6f}, {h['n_predictions']:,} predictions "
+              f"(largest difference {gap:.1e})")
         if args.shortcut:
             results["score-knn"] = s = run([*me, "--child", "score-knn", "--out", str(root / "raw")])
             exact, approx = np.load(root / "raw" / "pairs.npy"), np.load(root / "raw" / "pairs-knn.npy")
