@@ -220,7 +220,7 @@ class BuildContext:
             part = self.create(descriptor)
             its = items.resolve(inputs)
             return self.engine.sharded_array(
-                work, its, Describe(part, batch_size=ex.get("batch_size", 32), workers=ex.get("workers")),
+                work, its, Describe(part, batch_size=ex.get("batch_size"), workers=ex.get("workers")),
                 label=f"describe {role}", shard_size=ex.get("shard_size", SHARD_SIZE), executor=make_executor(ex))
 
         config = {"items": items.key if items.stage is None else None, "descriptor": self.identity(descriptor)}

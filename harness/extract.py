@@ -6,6 +6,9 @@ Two paths, chosen by what the descriptor offers (see :mod:`harness.parts`):
   and preprocess images while the main process runs ``forward`` on the previous batch;
 - minimal descriptors (``describe`` only): images decoded by a thread pool (PIL releases the GIL while
   decoding), ``describe`` called per batch.
+
+The batch size is the run's (``extraction.batch_size``, else 32) unless the descriptor offers
+``extraction_batch_size(configured)``, which then decides (e.g. its own setting per device).
 """
 
 from __future__ import annotations
@@ -25,6 +28,21 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+DEFAULT_BATCH_SIZE = 32
+
+
+def batch_size_of(descriptor: Any, configured: int | None) -> int:
+    """Items per batch: the descriptor's ``extraction_batch_size(configured)`` when it offers one, else
+    ``configured`` (the run's setting), else :data:`DEFAULT_BATCH_SIZE`."""
+    choose = getattr(descriptor, "extraction_batch_size", None)
+    if callable(choose):
+        n = choose(configured)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise UserError(f"descriptor chose batch size {n!r}: expected a positive integer")
+        return int(n)
+    return DEFAULT_BATCH_SIZE if configured is None else int(configured)
+
+
 def is_batched(descriptor: Any) -> bool:
     return callable(getattr(descriptor, "preprocess", None)) and callable(getattr(descriptor, "forward", None))
 
@@ -33,11 +51,13 @@ def extract(
     descriptor: Any,
     items: Sequence[Item],
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Describe ``items`` in order; returns float32 (len(items), d)."""
+    """Describe ``items`` in order; returns float32 (len(items), d). ``batch_size``: the run's setting
+    (None: unset), which the descriptor may override (:func:`batch_size_of`)."""
+    batch_size = batch_size_of(descriptor, batch_size)
     workers = default_workers() if workers is None else workers
     advance = progress or (lambda n: None)
     if len(items) == 0:
@@ -58,7 +78,7 @@ class Describe:
     shard that an executor may send to other processes (a Ray actor receives it once)."""
 
     descriptor: Any
-    batch_size: int = 32
+    batch_size: int | None = None  # the run's setting; None: the descriptor's own (see batch_size_of)
     workers: int | None = None
 
     def __call__(self, items: Sequence[Item], advance: Callable[[int], None]) -> np.ndarray:

@@ -169,8 +169,8 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[d
         try:
             clean[key] = _adapter(tp).validate_python(value, strict=_strict_ok(tp))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(x) for x in err.get("loc", ()))
+            err, loc = _union_error(tp, exc.errors(), value)
+            where = ".".join(str(x) for x in loc)
             detail = err.get("msg", str(exc))
             problems.append(
                 ParamProblem(key, f"{detail}{' at ' + where if where else ''} (got {value!r})", _closest_literal(tp, value))
@@ -182,6 +182,20 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any]) -> tuple[d
         if p.default is _MISSING and name not in params:
             problems.append(ParamProblem(name, "missing required parameter"))
     return clean, problems
+
+
+def _union_error(tp: Any, errors: list[dict[str, Any]], value: Any) -> tuple[dict[str, Any], tuple]:
+    """The error to report and its location. For a union of several types (``int | dict[...]``)
+    pydantic reports one error per branch, each located under the branch's name: report the branch
+    of the value's own kind (a mapping's from the ``dict[...]`` branch), without that name."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    branches = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) not in (typing.Union, getattr(__import__("types"), "UnionType", None)) or len(branches) < 2:
+        return errors[0], tuple(errors[0].get("loc", ()))
+    family = "dict[" if isinstance(value, dict) else "list[" if isinstance(value, list) else None
+    chosen = next((e for e in errors if family and str((e.get("loc") or ("",))[0]).startswith(family)), errors[0])
+    return chosen, tuple(chosen.get("loc", ()))[1:]
 
 
 def _strict_ok(tp: Any) -> bool:

@@ -247,7 +247,9 @@ class Descriptor(Protocol):
 @runtime_checkable
 class BatchedDescriptor(Descriptor, Protocol):
     """Optional richer form: the core runs ``preprocess`` in loader worker processes and ``forward`` on
-    batches, placing ``model`` on the best device. ``preprocess`` must be picklable."""
+    batches, placing ``model`` on the best device. ``preprocess`` must be picklable. Any descriptor may
+    also offer ``extraction_batch_size(configured: int | None) -> int``: the batch size extraction uses,
+    given the run's ``extraction.batch_size`` (None when unset), e.g. its own setting for its device."""
 
     def preprocess(self, image: "Image.Image") -> Any: ...
 

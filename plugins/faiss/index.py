@@ -14,6 +14,7 @@ from harness.errors import UserError
 from harness.limits import require_memory
 from harness.parts import Neighbors
 
+from . import gpu
 from . import search as exact
 
 #: Dimensions tried when validating a factory string before the data (and so d) is known: a string
@@ -93,6 +94,12 @@ class FaissIndex:
 
     Scores are higher-is-better: minus the (approximate) squared distance for L2 indexes, minus the
     Hamming distance for LSH, the inner product for ``metric="ip"``.
+
+    ``device`` (``Flat`` kNN and global top-K): ``auto`` runs them on a GPU when faiss has GPU
+    support (``faiss-gpu``) and sees one, else on the CPU; ``cpu``; ``gpu`` (an error without one).
+    The result is the same exact search either way (scores equal up to float32 rounding), so the
+    device does not enter the cache keys unless written. Range search and the other factories run
+    on the CPU.
     """
 
     version = "1"
@@ -105,6 +112,7 @@ class FaissIndex:
         nprobe: int | None = None,
         efSearch: int | None = None,
         block_size: int = 65536,
+        device: gpu.Device = "auto",
     ) -> None:
         if metric not in ("l2", "ip"):
             raise UserError(f"index faiss: metric must be 'l2' or 'ip', got {metric!r}")
@@ -114,6 +122,11 @@ class FaissIndex:
         self.params = {n: _positive_int(v, n) for n, v in (("nprobe", nprobe), ("efSearch", efSearch)) if v is not None}
         self.block_size = _positive_int(block_size, "block_size")
         self.exact = self.factory == "Flat"
+        self.device = gpu.check_device(device)
+        if device == "gpu" and not self.exact:
+            raise UserError(f"index faiss: device 'gpu' applies to factory Flat (exact search); {self.factory!r} runs on the CPU")
+        if device == "gpu" and self.mode.kind == "range":
+            raise UserError("index faiss: device 'gpu' applies to k and global_top_k searches; range search runs on the CPU")
         if self.exact:
             if self.params:
                 raise UserError(f"index faiss: {', '.join(self.params)} does not apply to factory 'Flat' (exact search)")
@@ -254,10 +267,10 @@ class FaissIndex:
             db = self._database()
             if mode.kind == "k":
                 return exact.knn_search(queries, db, int(mode.value), metric=self.metric, block_size=self.block_size,
-                                        progress=progress)
+                                        progress=progress, device=self._device())
             if mode.kind == "global_top_k":
                 return exact.global_top_k(queries, db, mode.global_k(nq), metric=self.metric, block_size=self.block_size,
-                                          progress=progress)
+                                          progress=progress, device=self._device())
             return exact.range_search(queries, db, mode.value, metric=self.metric, block_size=self.block_size)
         if queries.shape[1] != self._index.d:
             raise UserError(f"index faiss: queries have d={queries.shape[1]} but the index d={self._index.d}")
@@ -269,6 +282,10 @@ class FaissIndex:
                 lambda rows, kk: self._knn(queries[rows], kk), nq, self.ntotal, mode.global_k(nq)
             )
         return self._range(queries, mode.value)
+
+    def _device(self) -> str:
+        """``cpu`` or ``gpu``: where the exact search runs (faiss asked once per search)."""
+        return gpu.resolve(self.device)
 
     def _similarity(self) -> bool:
         import faiss

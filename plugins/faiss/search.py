@@ -15,6 +15,8 @@ Conventions shared by every function here:
   until the tie is fully visible.
 - Inputs are converted to C-contiguous float32 (no copy when they already are, e.g. a float32
   ``np.memmap``); they must be finite (the submission readers reject NaN/inf beforehand).
+- ``device`` (kNN and global top-K): ``cpu`` (the default), ``gpu`` or ``auto`` (see :mod:`.gpu`):
+  on a GPU each block is searched by a ``GpuIndexFlat``; the streaming and tie rules are the same.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from harness.parts import Neighbors
+
+from .gpu import gpu_block_search, resolve
 
 #: (scores, indices) of one search call: arrays of shape (rows, kk), best first, index -1 = padding.
 KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -39,6 +43,7 @@ def global_top_k(
     metric: str = "l2",
     block_size: int = 65536,
     progress: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> Neighbors:
     """The ``k`` best (query, database) pairs over all ``nq x nb`` pairs (DISC21 descriptor track).
 
@@ -59,10 +64,11 @@ def global_top_k(
     nq, nb = len(queries), len(database)
     if k == 0 or nq == 0 or nb == 0:
         return _empty_pairs()
+    on = resolve(device, what="global top-K")
     state = _TopK(k, nb)
     depth = np.full(nq, _first_depth(k, nq), dtype=np.int64)  # per query, grows where needed
     for b0, block in _blocks(database, block_size, progress):
-        state.add_source(_flat_knn_fn(queries, block, metric, offset=b0), depth, kmax=len(block))
+        state.add_source(_flat_knn_fn(queries, block, metric, offset=b0, device=on), depth, kmax=len(block))
     return state.result()
 
 
@@ -90,6 +96,7 @@ def knn_search(
     metric: str = "l2",
     block_size: int = 65536,
     progress: Callable[[int], None] | None = None,
+    device: str = "cpu",
 ) -> Neighbors:
     """Exact per-query kNN: knn-form :class:`Neighbors` of shape ``(nq, k)``, rows best first.
 
@@ -99,11 +106,12 @@ def knn_search(
     queries, database = _check_inputs(queries, database, metric)
     k = _check_count(k, "k")
     nq, nb = len(queries), len(database)
+    on = resolve(device, what="kNN search")
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_i = np.empty((nq, 0), dtype=np.int64)
     if nq and k:
         for b0, block in _blocks(database, block_size, progress):
-            s, i = _block_topk(_flat_knn_fn(queries, block, metric, offset=b0), nq, k, len(block))
+            s, i = _block_topk(_flat_knn_fn(queries, block, metric, offset=b0, device=on), nq, k, len(block))
             if best_s.shape[1] == 0:  # first block: already in (score desc, index asc) order
                 best_s, best_i = s, i
             else:
@@ -207,15 +215,21 @@ def _first_depth(k: int, nq: int) -> int:
     return max(16, 2 * -(-k // nq))
 
 
-def _flat_knn_fn(queries: np.ndarray, block: np.ndarray, metric: str, offset: int) -> KnnFn:
-    """search(rows, kk) over one database block with exact faiss.knn; indices are global rows."""
+def _flat_knn_fn(queries: np.ndarray, block: np.ndarray, metric: str, offset: int, device: str = "cpu") -> KnnFn:
+    """search(rows, kk) over one database block, exact (faiss.knn, or the block in a GpuIndexFlat
+    when ``device`` is ``gpu``); indices are global rows."""
     import faiss
 
     fmetric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
+    def on_cpu(xq: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn(xq, block, kk, metric=fmetric)
+
+    knn = on_cpu if device == "cpu" else gpu_block_search(queries, block, metric, on_cpu)
+
     def search(rows: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         xq = queries if len(rows) == len(queries) else np.ascontiguousarray(queries[rows])
-        dist, idx = faiss.knn(xq, block, kk, metric=fmetric)
+        dist, idx = knn(xq, kk)
         return to_scores(dist, similarity=metric == "ip"), np.where(idx >= 0, idx + offset, -1)
 
     return search

@@ -17,7 +17,6 @@ import copy
 import difflib
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from harness.errors import UserError
+from harness_plugins.torch_device import BatchSize, BatchSizes, check_device, exact_float32, resolve_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The vocabulary of CLIP's BPE tokenizer (bpe_simple_vocab_16e6: 49,152 merges + specials).
 CLIP_VOCAB_SIZE = 49408
 MAX_CONFIG_BYTES = 1024 * 1024
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def import_open_clip() -> Any:
@@ -91,6 +90,8 @@ class OpenClipDescriptor:
     ``random_init:...``). ``size`` overrides the input resolution (position embeddings of the
     checkpoint are interpolated as open_clip does). ``normalize``: unit-norm outputs (default);
     ``false`` gives the raw ``encode_image`` / ``encode_text`` outputs (what SIMAT's heads expect).
+    ``device``, ``batch_size`` (an integer or per device type, ``{cpu: 32, cuda: 256}``) as for
+    ``timm`` (:mod:`harness_plugins.torch_device`); float32 on every device.
     """
 
     version = "1"
@@ -102,15 +103,13 @@ class OpenClipDescriptor:
         config: str | None = None,
         size: int | None = None,
         normalize: bool = True,
-        batch_size: int = 32,
+        batch_size: BatchSize = None,
         device: str = "auto",
         seed: int = 0,
     ) -> None:
         open_clip = import_open_clip()
-        if batch_size < 1:
-            raise UserError(f"batch_size must be >= 1 (got {batch_size})")
-        if not _DEVICE.match(device):
-            raise UserError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {device!r})")
+        self.batch_sizes = BatchSizes.parse(batch_size)
+        check_device(device)
         if size is not None and size < 1:
             raise UserError(f"size must be a positive number of pixels (got {size})")
         if checkpoint is not None:
@@ -138,7 +137,6 @@ class OpenClipDescriptor:
         )
         self.checkpoint = checkpoint
         self.normalize = normalize
-        self.batch_size = batch_size
         self.device_name = device
         self.seed = seed
         self._model: Any = None
@@ -163,10 +161,18 @@ class OpenClipDescriptor:
     @property
     def device(self) -> "torch.device":
         if self._device is None:
-            from harness_plugins.timm.descriptors import _resolve_device
-
-            self._device = _resolve_device(self.device_name)
+            self._device = resolve_device(self.device_name)
         return self._device
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size on :attr:`device` (``describe`` and ``describe_texts``)."""
+        return self.batch_sizes.for_device(self.device)
+
+    def extraction_batch_size(self, configured: int | None = None) -> int:
+        """This model's ``batch_size`` for its device when given, else the run's ``extraction.batch_size``
+        when set, else the default for the device."""
+        return self.batch_sizes.choose(self.device, configured)
 
     @property
     def model(self) -> "torch.nn.Module":
@@ -249,7 +255,7 @@ class OpenClipDescriptor:
         import torch
 
         x = batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_float32(self.device):
             out = self.model.encode_image(x.to(self.device, dtype=torch.float32)).float()
             if self.normalize:
                 out = torch.nn.functional.normalize(out, dim=-1)
@@ -277,7 +283,7 @@ class OpenClipDescriptor:
         out = []
         for s in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(texts[s : s + self.batch_size])
-            with torch.inference_mode():
+            with torch.inference_mode(), exact_float32(self.device):
                 e = self.model.encode_text(tokens.to(self.device)).float()
                 if self.normalize:
                     e = torch.nn.functional.normalize(e, dim=-1)

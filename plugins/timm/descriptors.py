@@ -10,7 +10,6 @@ module is imported; the model itself is built on first use.
 from __future__ import annotations
 
 import difflib
-import re
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.limits import require_memory
+from harness_plugins.torch_device import BatchSize, BatchSizes, check_device, exact_float32, resolve_device, uses_float16
 
 from .checkpoint import existing_file, file_sha256, load_state_dict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Order, Preprocess, Resize, collate
@@ -27,11 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
 Pooling = Literal["gem", "mean", "cls", "model"]
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class _TorchDescriptor:
-    """Shared machinery: preprocessing, device choice, batching, multi-scale averaging, L2 normalisation."""
+    """Shared machinery: preprocessing, device choice, batching, multi-scale averaging, L2 normalisation.
+
+    Device, batch size per device and precision follow :mod:`harness_plugins.torch_device`.
+    """
 
     version = "1"
     #: Batches samples from :attr:`preprocess`; a module-level function, so it pickles by reference.
@@ -45,7 +47,7 @@ class _TorchDescriptor:
         scales: Sequence[float],
         mean: Sequence[float],
         std: Sequence[float],
-        batch_size: int,
+        batch_size: BatchSize,
         device: str,
         half: bool,
         normalize: bool,
@@ -63,20 +65,19 @@ class _TorchDescriptor:
             interpolation=interpolation,
             order=order,
         )
-        if batch_size < 1:
-            raise UserError(f"batch_size must be >= 1 (got {batch_size})")
-        if not _DEVICE.match(device):
-            raise UserError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {device!r})")
+        batch_sizes = BatchSizes.parse(batch_size)
+        check_device(device)
         if not preprocess.scales or any(s <= 0 for s in preprocess.scales):
             raise UserError(f"scales must be a non-empty list of positive numbers (got {list(preprocess.scales)})")
         if preprocess.size is not None and preprocess.size < 1:
             raise UserError(f"size must be a positive number of pixels or null (got {preprocess.size})")
         if preprocess.size is not None:  # one input batch alone, float32 at the largest scale
             side = preprocess.size * max(preprocess.scales)
-            require_memory(batch_size * 3 * side * side * 4, f"size {preprocess.size} x scale {max(preprocess.scales):g} "
-                                                            f"with batch_size {batch_size}")
+            n = batch_sizes.host_check
+            require_memory(n * 3 * side * side * 4, f"size {preprocess.size} x scale {max(preprocess.scales):g} "
+                                                    f"with batch_size {n}")
         self.preprocess = preprocess
-        self.batch_size = batch_size
+        self.batch_sizes = batch_sizes
         self.device_name = device
         self.half = half
         self.normalize = normalize
@@ -88,8 +89,23 @@ class _TorchDescriptor:
     @property
     def device(self) -> "torch.device":
         if self._device is None:
-            self._device = _resolve_device(self.device_name)
+            self._device = resolve_device(self.device_name)
         return self._device
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size on :attr:`device` (``describe``; extraction asks :meth:`extraction_batch_size`)."""
+        return self.batch_sizes.for_device(self.device)
+
+    def extraction_batch_size(self, configured: int | None = None) -> int:
+        """The batch size extraction uses: this descriptor's ``batch_size`` for its device when given,
+        else the run's ``extraction.batch_size`` (``configured``) when set, else the default for the device."""
+        return self.batch_sizes.choose(self.device, configured)
+
+    def _precision(self) -> str:
+        """``:float16`` when ``half`` takes effect (CUDA), else nothing: float32 results agree across
+        devices (TF32 off), float16 ones do not, so they must not share cache entries."""
+        return ":float16" if self.half and uses_float16(self.half, self.device) else ""
 
     @property
     def model(self) -> "torch.nn.Module":
@@ -111,9 +127,7 @@ class _TorchDescriptor:
         return self._model
 
     def _dtype(self, torch: Any) -> "torch.dtype":
-        if self.half and self.device.type == "cuda":
-            return torch.float16
-        return torch.float32
+        return torch.float16 if uses_float16(self.half, self.device) else torch.float32
 
     def _build(self, device: "torch.device") -> "torch.nn.Module":  # pragma: no cover - abstract
         raise NotImplementedError
@@ -150,7 +164,8 @@ class _TorchDescriptor:
 
     def _run(self, x: "torch.Tensor", torch: Any) -> "torch.Tensor":
         x = x.to(self.device, dtype=self._dtype(torch), non_blocking=True)
-        out = self._embed(x)
+        with exact_float32(self.device):
+            out = self._embed(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise UserError(f"{self._what()}: model output is {got}, expected a (batch, d) tensor")
@@ -161,8 +176,9 @@ class _TorchDescriptor:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
-        for start in range(0, len(images), self.batch_size):
-            samples = [self.preprocess(im) for im in images[start : start + self.batch_size]]
+        n = self.extraction_batch_size()
+        for start in range(0, len(images), n):
+            samples = [self.preprocess(im) for im in images[start : start + n]]
             out.append(self.forward(collate(samples)))
         return np.concatenate(out)
 
@@ -228,6 +244,8 @@ class TimmDescriptor(_TorchDescriptor):
     head-less output). ``size``/``resize``/``scales`` as in the literature: square, short-side or
     long-side resize, descriptors averaged over scales. ``mean``/``std`` default to the model's pretrained config.
     ``device: auto`` uses CUDA when present, else the CPU (torch's default thread count); ``half`` is float16 on GPU only.
+    ``batch_size``: an integer, or per device type (``{cpu: 32, cuda: 256}``); unset, extraction uses
+    the spec's ``extraction.batch_size``, else 32 on the CPU and 128 on CUDA.
     ``order``: ``resize_first`` (PIL resize, then normalisation) or ``normalize_first`` (normalisation at
     full size, then a bilinear tensor resize without antialiasing, as active indexing's reference).
     """
@@ -244,7 +262,7 @@ class TimmDescriptor(_TorchDescriptor):
         scales: Sequence[float] = (1.0,),
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
-        batch_size: int = 32,
+        batch_size: BatchSize = None,
         device: str = "auto",
         half: bool = False,
         normalize: bool = False,
@@ -284,14 +302,15 @@ class TimmDescriptor(_TorchDescriptor):
         self._classifier = cfg.get("classifier")
 
     def fingerprint(self) -> str:
-        """sha256 of the checkpoint file (changes when the file does); otherwise the weights' origin."""
+        """sha256 of the checkpoint file (changes when the file does); otherwise the weights' origin;
+        ``:float16`` appended when ``half`` takes effect."""
         if self.checkpoint is not None:
-            return file_sha256(self.checkpoint)
+            return file_sha256(self.checkpoint) + self._precision()
         import timm
         import torch
 
         origin = "pretrained" if self.pretrained else f"random-init-seed{self.seed}"
-        return f"{origin}:timm={timm.__version__}:torch={torch.__version__.split('+')[0]}"
+        return f"{origin}:timm={timm.__version__}:torch={torch.__version__.split('+')[0]}{self._precision()}"
 
     def _what(self) -> str:
         return f"timm model {self.model_name!r}"
@@ -351,7 +370,7 @@ class TimmDescriptor(_TorchDescriptor):
             if self.pooling == "cls":  # pragma: no cover - models with cls_token return tokens
                 raise UserError(f"pooling 'cls' needs tokens; {self._what()} returns a feature map")
             if self.pooling == "mean":
-                return feats.mean(dim=(2, 3))
+                return feats.float().mean(dim=(2, 3))
             return _gem(feats.flatten(2), self.gem_p, dim=2)
         if feats.ndim == 3:  # tokens (B, N, C): prefix tokens (class, registers) first
             if self.pooling == "cls":
@@ -359,7 +378,7 @@ class TimmDescriptor(_TorchDescriptor):
             prefix = int(getattr(net, "num_prefix_tokens", 1 if getattr(net, "cls_token", None) is not None else 0))
             patches = feats[:, prefix:]
             if self.pooling == "mean":
-                return patches.mean(dim=1)
+                return patches.float().mean(dim=1)
             return _gem(patches, self.gem_p, dim=1)
         raise UserError(f"{self._what()}: forward_features returned shape {tuple(feats.shape)}; use pooling 'model'")
 
@@ -381,7 +400,7 @@ class TorchScriptDescriptor(_TorchDescriptor):
         scales: Sequence[float] = (1.0,),
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
-        batch_size: int = 32,
+        batch_size: BatchSize = None,
         device: str = "auto",
         half: bool = False,
         normalize: bool = True,
@@ -395,8 +414,8 @@ class TorchScriptDescriptor(_TorchDescriptor):
         self.path = path
 
     def fingerprint(self) -> str:
-        """sha256 of the TorchScript file."""
-        return file_sha256(self.path)
+        """sha256 of the TorchScript file (``:float16`` appended when ``half`` takes effect)."""
+        return file_sha256(self.path) + self._precision()
 
     def _what(self) -> str:
         return f"TorchScript model {self.path}"
@@ -418,8 +437,9 @@ class TorchScriptDescriptor(_TorchDescriptor):
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _gem(x: "torch.Tensor", p: float, dim: int, eps: float = 1e-6) -> "torch.Tensor":
-    """Generalised mean pooling (Radenovic et al.): (mean of clamp(x)^p)^(1/p) along ``dim``."""
-    return x.clamp(min=eps).pow(p).mean(dim=dim).pow(1.0 / p)
+    """Generalised mean pooling (Radenovic et al.): (mean of clamp(x)^p)^(1/p) along ``dim``; in
+    float32 (a no-op for float32 input): float16 underflows at eps^p and overflows x^3 above 40."""
+    return x.float().clamp(min=eps).pow(p).mean(dim=dim).pow(1.0 / p)
 
 
 def _split_scales(batch: Any, torch: Any) -> list[Any]:
@@ -430,19 +450,6 @@ def _split_scales(batch: Any, torch: Any) -> list[Any]:
     if items and all(isinstance(t, torch.Tensor) and t.ndim == 3 for t in items):
         return [items]  # one scale, images of mixed shapes
     return items
-
-
-def _resolve_device(name: str) -> "torch.device":
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available (use device: auto or cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {name!r} requested but MPS is not available (use device: auto or cpu)")
-    return device
 
 
 def _timm_config(name: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.params import NonNegativeInt, PositiveInt
+from harness_plugins.torch_device import DEVICE_TYPES, BatchSize, BatchSizes
 
 from . import keys as keymod
 from .batching import size_groups
@@ -100,7 +101,8 @@ class SSLWatermarker:
     ``margin``: the optimisation (paper: 100 steps, Adam lr 0.01, margin 5; with an unwhitened
     backbone the image term outweighs the watermark term, lower ``lambda_i`` then). ``augment``/
     ``attenuate``: the per-step augmentation and the SSIM attenuation. Batches hold at most
-    ``batch_size`` images of one size and ``max_batch_pixels`` pixels (default 512 x 512 on CPU).
+    ``batch_size`` images of one size (an integer, or per device type: ``{cpu: 8, cuda: 32}``) and
+    ``max_batch_pixels`` pixels (default 512 x 512 on CPU). ``device`` as for ``timm``.
     ``detector``: what runs detection's forward passes: ``auto`` = onnxruntime on the CPU (the same
     network exported once per run, 2-4x faster than torch eager there; torch if it does not export),
     torch on GPU; ``torch`` or ``onnxruntime`` to choose.
@@ -127,7 +129,7 @@ class SSLWatermarker:
         augment: bool = True,
         attenuate: bool = True,
         carrier_key: int | None = None,
-        batch_size: PositiveInt = 8,
+        batch_size: BatchSize = 8,
         max_batch_pixels: PositiveInt | None = None,
         device: str = "auto",
         detector: Detector = "auto",
@@ -139,8 +141,9 @@ class SSLWatermarker:
             raise UserError(f"fpr must be in (0, 1) (got {fpr})")
         if lr <= 0:
             raise UserError(f"lr must be > 0 (got {lr})")
+        self.batch_sizes = BatchSizes.parse(batch_size, {t: 8 for t in DEVICE_TYPES})
         self.backbone = TimmDescriptor(model=model, checkpoint=checkpoint, checkpoint_key=checkpoint_key, pooling=pooling,
-                                       size=None, device=device, seed=seed, batch_size=batch_size)
+                                       size=None, device=device, seed=seed, batch_size=dict(self.batch_sizes.sizes))
         self.model_name = model
         self.checkpoint = self.backbone.checkpoint
         self.whitening_path = os.path.expanduser(whitening) if whitening else None
@@ -156,7 +159,6 @@ class SSLWatermarker:
         self.lambda_w, self.lambda_i, self.margin = float(lambda_w), float(lambda_i), float(margin)
         self.augment, self.attenuate = bool(augment), bool(attenuate)
         self.carrier_key = carrier_key
-        self.batch_size = int(batch_size)
         self._max_batch_pixels = max_batch_pixels
         self.seed = seed
         self._head: Any = None
@@ -191,6 +193,11 @@ class SSLWatermarker:
     @property
     def device(self) -> "torch.device":
         return self.backbone.device
+
+    @property
+    def batch_size(self) -> int:
+        """Images per batch on :attr:`device`."""
+        return self.batch_sizes.for_device(self.device)
 
     def _norm_consts(self) -> tuple["torch.Tensor", "torch.Tensor"]:
         import torch
