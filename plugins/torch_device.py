@@ -133,3 +133,28 @@ def exact_float32(device: "torch.device") -> Iterator[None]:
             yield
     finally:
         matmul.allow_tf32 = before
+
+
+class OnDevice:
+    """The device and batch-size members a torch part shares: set ``device_name`` (a checked device
+    string), ``batch_sizes`` (:class:`BatchSizes`) and ``_device = None`` in ``__init__``."""
+
+    device_name: str
+    batch_sizes: BatchSizes
+    _device: Any
+
+    @property
+    def device(self) -> "torch.device":
+        if self._device is None:
+            self._device = resolve_device(self.device_name)
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size on :attr:`device` (``describe``; extraction asks :meth:`extraction_batch_size`)."""
+        return self.batch_sizes.for_device(self.device)
+
+    def extraction_batch_size(self, configured: int | None = None) -> int:
+        """The batch size extraction uses: this part's ``batch_size`` for its device when given, else
+        the run's ``extraction.batch_size`` (``configured``) when set, else the default for the device."""
+        return self.batch_sizes.choose(self.device, configured)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from harness.errors import UserError
-from harness_plugins.torch_device import BatchSize, BatchSizes, check_device, exact_float32, resolve_device
+from harness_plugins.torch_device import BatchSize, BatchSizes, OnDevice, check_device, exact_float32
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -78,7 +78,7 @@ class ClipPreprocess:
         self.__dict__.update(state)
 
 
-class OpenClipDescriptor:
+class OpenClipDescriptor(OnDevice):
     """An open_clip model (image and text towers) from a local checkpoint, or a labelled random init.
 
     ``model``: an open_clip architecture name (``open_clip.list_models()``, e.g. ``ViT-B-32``; OpenAI's
@@ -158,22 +158,6 @@ class OpenClipDescriptor:
                 f"torch={torch.__version__.split('+')[0]}{cfg}")
 
     # -- model ----------------------------------------------------------------------------------------
-    @property
-    def device(self) -> "torch.device":
-        if self._device is None:
-            self._device = resolve_device(self.device_name)
-        return self._device
-
-    @property
-    def batch_size(self) -> int:
-        """The batch size on :attr:`device` (``describe`` and ``describe_texts``)."""
-        return self.batch_sizes.for_device(self.device)
-
-    def extraction_batch_size(self, configured: int | None = None) -> int:
-        """This model's ``batch_size`` for its device when given, else the run's ``extraction.batch_size``
-        when set, else the default for the device."""
-        return self.batch_sizes.choose(self.device, configured)
-
     @property
     def model(self) -> "torch.nn.Module":
         if self._model is None:

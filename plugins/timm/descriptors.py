@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.errors import UserError
 from harness.limits import require_memory
-from harness_plugins.torch_device import BatchSize, BatchSizes, check_device, exact_float32, resolve_device, uses_float16
+from harness_plugins.torch_device import BatchSize, BatchSizes, OnDevice, check_device, exact_float32, uses_float16
 
 from .checkpoint import existing_file, file_sha256, load_state_dict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Order, Preprocess, Resize, collate
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 Pooling = Literal["gem", "mean", "cls", "model"]
 
 
-class _TorchDescriptor:
+class _TorchDescriptor(OnDevice):
     """Shared machinery: preprocessing, device choice, batching, multi-scale averaging, L2 normalisation.
 
     Device, batch size per device and precision follow :mod:`harness_plugins.torch_device`.
@@ -86,22 +86,6 @@ class _TorchDescriptor:
         self._dim: int | None = None
 
     # -- model and device ---------------------------------------------------------------------------
-    @property
-    def device(self) -> "torch.device":
-        if self._device is None:
-            self._device = resolve_device(self.device_name)
-        return self._device
-
-    @property
-    def batch_size(self) -> int:
-        """The batch size on :attr:`device` (``describe``; extraction asks :meth:`extraction_batch_size`)."""
-        return self.batch_sizes.for_device(self.device)
-
-    def extraction_batch_size(self, configured: int | None = None) -> int:
-        """The batch size extraction uses: this descriptor's ``batch_size`` for its device when given,
-        else the run's ``extraction.batch_size`` (``configured``) when set, else the default for the device."""
-        return self.batch_sizes.choose(self.device, configured)
-
     def _precision(self) -> str:
         """``:float16`` when ``half`` takes effect (CUDA), else nothing: float32 results agree across
         devices (TF32 off), float16 ones do not, so they must not share cache entries."""
