@@ -104,7 +104,7 @@ class SSLWatermarker:
     ``batch_size`` images of one size (an integer, or per device type: ``{cpu: 8, cuda: 32}``) and
     ``max_batch_pixels`` pixels (default 512 x 512 on CPU). ``device`` as for ``timm``.
     ``detector``: what runs detection's forward passes: ``auto`` = onnxruntime on the CPU (the same
-    network exported once per run, 2-4x faster than torch eager there; torch if it does not export),
+    network exported once per run; torch if it does not export),
     torch on GPU; ``torch`` or ``onnxruntime`` to choose.
     """
 
