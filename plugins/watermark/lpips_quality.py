@@ -29,7 +29,7 @@ _MIN_SIDE = {"alex": 32, "vgg": 16}
 
 def build(net: Trunk, backbone: str) -> Any:
     """The lpips.LPIPS module with its packaged linear layers and the trunk weights of ``backbone``."""
-    import torch
+    import warnings
 
     try:
         import lpips
@@ -46,7 +46,8 @@ def build(net: Trunk, backbone: str) -> Any:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"{backbone}: not a torchvision {_TORCHVISION[net]} state dict ({first})") from None
-    with _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated", raised inside lpips
         model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     _load_trunk(model.net, reference.features)
     model.eval()
@@ -62,20 +63,6 @@ def _load_trunk(trunk: Any, features: Any) -> None:
     for _slice, piece in trunk.named_children():
         for index, module in piece.named_children():
             module.load_state_dict(by_index[index].state_dict(), strict=True)
-
-
-class _quiet:
-    """Silence torchvision's "pretrained is deprecated" warning raised inside lpips."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: Any) -> None:
-        self._catch.__exit__(*exc)
 
 
 def _tensor(rgb8: np.ndarray) -> Any:

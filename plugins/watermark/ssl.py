@@ -104,8 +104,8 @@ class SSLWatermarker:
     ``batch_size`` images of one size (an integer, or per device type: ``{cpu: 8, cuda: 32}``) and
     ``max_batch_pixels`` pixels (default 512 x 512 on CPU). ``device`` as for ``timm``.
     ``detector``: what runs detection's forward passes: ``auto`` = onnxruntime on the CPU (the same
-    network exported once per run; torch if it does not export),
-    torch on GPU; ``torch`` or ``onnxruntime`` to choose.
+    network exported once per run; torch if it does not export), torch on GPU; ``torch`` or
+    ``onnxruntime`` to choose.
     """
 
     version = "2"  # 2: detection on onnxruntime on the CPU (features equal to float32 rounding)
